@@ -1,0 +1,175 @@
+//! Shutdown hooks: named async functions, each run under its own deadline.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The error type hooks return: anything that can be displayed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type HookFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+type HookFn = Arc<dyn Fn() -> HookFuture + Send + Sync + 'static>;
+
+/// When a hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookStage {
+    /// At the start of Draining, while traffic is still served (terminus's `beforeShutdown`).
+    BeforeShutdown,
+    /// In CleaningUp, after connections are closed (terminus's `onSignal`).
+    OnSignal,
+    /// In CleaningUp, after every `on_signal` hook (terminus's `onShutdown`).
+    OnShutdown,
+}
+
+impl HookStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            HookStage::BeforeShutdown => "before_shutdown",
+            HookStage::OnSignal => "on_signal",
+            HookStage::OnShutdown => "on_shutdown",
+        }
+    }
+}
+
+impl fmt::Display for HookStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named hook.
+#[derive(Clone)]
+pub(crate) struct Hook {
+    pub(crate) stage: HookStage,
+    pub(crate) name: Cow<'static, str>,
+    run: HookFn,
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hook")
+            .field("stage", &self.stage)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hook {
+    pub(crate) fn new<F, Fut>(stage: HookStage, name: impl Into<Cow<'static, str>>, run: F) -> Hook
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        Hook {
+            stage,
+            name: name.into(),
+            run: Arc::new(move || Box::pin(run())),
+        }
+    }
+
+    /// Runs the hook on its own task, so that a panic is caught and a hang can be
+    /// abandoned at the deadline. Never fails: the result is reported and returned.
+    pub(crate) async fn run(&self, timeout: Duration) -> HookResult {
+        let started = Instant::now();
+        let task = tokio::spawn((self.run)());
+        let abort = task.abort_handle();
+        let status = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(()))) => HookStatus::Ok,
+            Ok(Ok(Err(error))) => HookStatus::Failed(error.to_string()),
+            Ok(Err(join_error)) if join_error.is_panic() => HookStatus::Panicked,
+            Ok(Err(_cancelled)) => HookStatus::Failed("cancelled".to_owned()),
+            Err(_elapsed) => {
+                abort.abort();
+                HookStatus::TimedOut
+            }
+        };
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        match &status {
+            HookStatus::Ok => tracing::info!(
+                target: "terminus", stage = %self.stage, hook = %self.name, elapsed_ms, "hook finished"
+            ),
+            HookStatus::Failed(error) => tracing::warn!(
+                target: "terminus", stage = %self.stage, hook = %self.name, elapsed_ms, error = %error,
+                "hook failed; continuing with the next one"
+            ),
+            HookStatus::Panicked => tracing::warn!(
+                target: "terminus", stage = %self.stage, hook = %self.name, elapsed_ms,
+                "hook panicked; continuing with the next one"
+            ),
+            HookStatus::TimedOut => tracing::warn!(
+                target: "terminus", stage = %self.stage, hook = %self.name, elapsed_ms,
+                timeout_ms = timeout.as_millis() as u64,
+                "hook did not finish within cleanup_timeout; abandoned, continuing with the next one"
+            ),
+        }
+        HookResult {
+            stage: self.stage,
+            name: self.name.clone(),
+            status,
+            elapsed,
+        }
+    }
+}
+
+/// How one hook ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HookStatus {
+    /// Returned `Ok(())` in time.
+    Ok,
+    /// Returned an error (its text).
+    Failed(String),
+    /// Panicked.
+    Panicked,
+    /// Did not finish within `cleanup_timeout` and was abandoned.
+    TimedOut,
+}
+
+/// The report of one hook run, part of the [`Outcome`](crate::Outcome).
+#[derive(Clone, Debug)]
+pub struct HookResult {
+    /// When it ran.
+    pub stage: HookStage,
+    /// Its name.
+    pub name: Cow<'static, str>,
+    /// How it ended.
+    pub status: HookStatus,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hanging_hook_is_abandoned_at_its_deadline() {
+        let hook = Hook::new(HookStage::OnShutdown, "hang", || async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let result = hook.run(Duration::from_secs(3)).await;
+        assert_eq!(result.status, HookStatus::TimedOut);
+        assert_eq!(result.elapsed, Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn failing_and_panicking_hooks_are_reported() {
+        let failing = Hook::new(HookStage::OnSignal, "fail", || async { Err("db gone".into()) });
+        assert_eq!(
+            failing.run(Duration::from_secs(1)).await.status,
+            HookStatus::Failed("db gone".to_owned())
+        );
+        let panicking = Hook::new(HookStage::OnSignal, "panic", || async { panic!("boom") });
+        assert_eq!(
+            panicking.run(Duration::from_secs(1)).await.status,
+            HookStatus::Panicked
+        );
+    }
+}
