@@ -1,0 +1,104 @@
+//! [`ResponseFuture`]: the inner service's future, or a probe answer that is ready at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{header, HeaderValue, Response, StatusCode, Version};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use terminus_core::RequestGuard;
+
+use crate::body::TerminusBody;
+use crate::layer::Shared;
+
+pin_project! {
+    /// The response future of [`TerminusService`](crate::TerminusService).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        Inner {
+            #[pin]
+            future: F,
+            guard: Option<RequestGuard>,
+            version: Version,
+            shared: Arc<Shared>,
+        },
+        Probe { response: Option<Response<TerminusBody<B>>> },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn inner(future: F, guard: RequestGuard, version: Version, shared: Arc<Shared>) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner {
+                future,
+                guard: Some(guard),
+                version,
+                shared,
+            },
+        }
+    }
+
+    pub(crate) fn probe(response: Response<TerminusBody<B>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Probe {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<TerminusBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner {
+                future,
+                guard,
+                version,
+                shared,
+            } => {
+                // An error drops the guard with the future: the request is over.
+                let mut response = ready!(future.poll(cx))?;
+                if shared.controller.phase().is_shutting_down() && wants_connection_close(*version, &response)
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                let Some(guard) = guard.take() else {
+                    // `poll` after `Ready` is a contract violation by the caller; answer
+                    // without tracking rather than panic in the request path.
+                    return Poll::Ready(Ok(response.map(TerminusBody::untracked)));
+                };
+                Poll::Ready(Ok(response.map(|body| TerminusBody::tracked(body, guard))))
+            }
+            KindProj::Probe { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// `Connection: close` tells an HTTP/1.x client to take its next request elsewhere.
+/// HTTP/2 forbids connection-specific headers (GOAWAY does that job), and a `101
+/// Switching Protocols` response must keep its `Connection: upgrade`.
+fn wants_connection_close<B>(version: Version, response: &Response<B>) -> bool {
+    matches!(version, Version::HTTP_10 | Version::HTTP_11)
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        && !response.headers().contains_key(header::UPGRADE)
+}

@@ -1,0 +1,224 @@
+//! Unit tests of the middleware, in the style of tower-http's in-flight test.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Empty, Full};
+use terminus_core::ShutdownController;
+use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+
+use crate::TerminusLayer;
+
+fn serving() -> ShutdownController {
+    let controller = ShutdownController::builder().build().unwrap();
+    controller.mark_listeners_bound();
+    controller
+}
+
+#[tokio::test]
+async fn streaming_response_is_in_flight_until_its_body_ends() {
+    let controller = serving();
+    let (mut tx, rx) = Channel::<Bytes>::new(4);
+    let mut rx = Some(rx);
+    let mut service = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&controller))
+        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
+            let rx = rx.take().expect("called once");
+            async move { Ok::<_, Infallible>(Response::new(rx)) }
+        }));
+    assert_eq!(controller.in_flight(), 0);
+
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    assert_eq!(controller.in_flight(), 1, "counted once the response head is out");
+
+    let mut body = response.into_body();
+    tx.send_data(Bytes::from("chunk")).await.unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "chunk");
+    assert_eq!(controller.in_flight(), 1, "still streaming");
+
+    drop(tx);
+    assert!(body.frame().await.is_none(), "body ended");
+    assert_eq!(controller.in_flight(), 0, "released at the end of the body");
+}
+
+#[tokio::test]
+async fn dropped_body_releases_the_request() {
+    let controller = serving();
+    let (_tx, rx) = Channel::<Bytes>::new(1);
+    let mut rx = Some(rx);
+    let service = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&controller))
+        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
+            let rx = rx.take().expect("called once");
+            async move { Ok::<_, Infallible>(Response::new(rx)) }
+        }));
+    let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(controller.in_flight(), 1);
+    drop(response); // the client went away mid-stream
+    assert_eq!(controller.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn failed_inner_future_releases_the_request() {
+    let controller = serving();
+    let service = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&controller))
+        .service(service_fn(|_req: Request<Empty<Bytes>>| async {
+            Err::<Response<Full<Bytes>>, BoxError>("backend down".into())
+        }));
+    assert!(service.oneshot(Request::new(Empty::new())).await.is_err());
+    assert_eq!(controller.in_flight(), 0);
+}
+
+fn hello_app(
+    controller: &ShutdownController,
+) -> impl Service<
+    Request<Empty<Bytes>>,
+    Response = Response<crate::TerminusBody<Full<Bytes>>>,
+    Error = Infallible,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(TerminusLayer::new(controller))
+        .service(service_fn(|req: Request<Empty<Bytes>>| async move {
+            // A probe must never get here.
+            assert!(
+                !req.uri().path().ends_with('z'),
+                "probe reached the inner service"
+            );
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
+        }))
+}
+
+async fn send(
+    app: impl Service<
+        Request<Empty<Bytes>>,
+        Response = Response<crate::TerminusBody<Full<Bytes>>>,
+        Error = Infallible,
+    >,
+    method: Method,
+    uri: &str,
+    version: Version,
+) -> (Response<()>, Bytes) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .version(version)
+        .body(Empty::new())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+#[tokio::test]
+async fn readiness_fails_while_draining_but_liveness_passes() {
+    let controller = serving();
+    let app = hello_app(&controller);
+    let (ready, body) = send(app.clone(), Method::GET, "/readyz", Version::HTTP_11).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(body, r#"{"status":"ok"}"#);
+
+    controller.shutdown("test");
+    let (ready, body) = send(app.clone(), Method::GET, "/readyz", Version::HTTP_11).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, r#"{"status":"error"}"#);
+    assert_eq!(ready.headers()["cache-control"], "no-store");
+    assert_eq!(ready.headers()["x-content-type-options"], "nosniff");
+    let (live, _) = send(app, Method::GET, "/livez", Version::HTTP_11).await;
+    assert_eq!(live.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_fails_while_starting() {
+    let controller = ShutdownController::builder().build().unwrap();
+    let (ready, _) = send(hello_app(&controller), Method::GET, "/readyz", Version::HTTP_11).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn probes_are_not_counted_and_match_on_the_path_alone() {
+    let controller = serving();
+    let app = hello_app(&controller);
+    let (ready, _) = send(app.clone(), Method::GET, "/readyz?verbose&x=1", Version::HTTP_11).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(controller.in_flight(), 0);
+    // Matching is exact and case-sensitive by default: these reach the app.
+    let (other, body) = send(app, Method::GET, "/READYZ", Version::HTTP_11).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(body, "hello");
+}
+
+#[tokio::test]
+async fn head_gets_the_headers_without_a_body_and_post_gets_405() {
+    let controller = serving();
+    let app = hello_app(&controller);
+    let (head, body) = send(app.clone(), Method::HEAD, "/livez", Version::HTTP_11).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(body.is_empty());
+    assert_eq!(
+        head.headers()["content-length"],
+        r#"{"status":"ok"}"#.len().to_string()
+    );
+    let (post, _) = send(app, Method::POST, "/livez", Version::HTTP_11).await;
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn connection_close_is_added_to_http1_while_draining_only() {
+    let controller = serving();
+    let app = hello_app(&controller);
+    let (before, _) = send(app.clone(), Method::GET, "/", Version::HTTP_11).await;
+    assert!(before.headers().get("connection").is_none());
+
+    controller.shutdown("test");
+    let (h1, body) = send(app.clone(), Method::GET, "/", Version::HTTP_11).await;
+    assert_eq!(h1.headers()["connection"], "close");
+    assert_eq!(body, "hello");
+    let (h2, _) = send(app, Method::GET, "/", Version::HTTP_2).await;
+    assert!(h2.headers().get("connection").is_none(), "HTTP/2 forbids it");
+}
+
+#[tokio::test]
+async fn switching_protocols_keeps_its_upgrade_header_while_draining() {
+    let controller = serving();
+    controller.shutdown("test");
+    let app = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&controller))
+        .service(service_fn(|_req: Request<Empty<Bytes>>| async {
+            let response = Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+    let response = app.oneshot(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(response.headers()["connection"], "upgrade");
+}
+
+#[test]
+fn invalid_probe_paths_fail_at_build_naming_the_field() {
+    let controller = ShutdownController::builder().build().unwrap();
+    let error = TerminusLayer::builder(&controller)
+        .readiness_path("readyz")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "readiness_path");
+    let error = TerminusLayer::builder(&controller)
+        .startup_path("/livez")
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "startup_path");
+}
