@@ -1,1 +1,59 @@
-//! placeholder
+//! Graceful shutdown and Kubernetes probes for axum.
+//!
+//! One dependency for axum users: [`serve`] runs the accept loop (HTTP/1.1 and HTTP/2
+//! on one port) under a [`ShutdownController`] (also exported as [`Terminus`]), and
+//! [`TerminusLayer`] answers the probes and tracks in-flight requests.
+//!
+//! When a shutdown starts (SIGTERM, SIGINT, [`ShutdownController::shutdown`]):
+//!
+//! 1. **Draining** (`drain_delay`): `/readyz` fails, `/livez` passes, the listener still
+//!    accepts, HTTP/1.x responses carry `Connection: close`, HTTP/2 connections get GOAWAY;
+//! 2. **Closing**: the listener closes, idle keep-alive connections close, in-flight
+//!    requests finish within `drain_timeout`; the rest is cut, one `warn` event each;
+//! 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within `cleanup_timeout`;
+//! 4. `serve` returns an [`Outcome`] with the exit code.
+//!
+//! A second signal skips the rest and exits at once.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use axum_terminus::{Terminus, TerminusLayer};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+//!     let terminus = Terminus::builder()
+//!         .from_env()? // TERMINUS_DRAIN_DELAY=5s, TERMINUS_DRAIN_TIMEOUT=20s, ...
+//!         .on_shutdown("close pool", || async { Ok(()) })
+//!         .build()?;
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .layer(TerminusLayer::new(&terminus));
+//!     let listener = axum_terminus::bind("0.0.0.0:3000", &terminus).await?;
+//!     let outcome = axum_terminus::serve(listener, app, &terminus).await;
+//!     Ok(outcome.exit_code())
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod connection;
+mod listener;
+mod serve;
+mod shutdown_signal;
+
+pub use listener::{bind, BindError};
+pub use serve::{serve, BoxError, Server};
+pub use shutdown_signal::shutdown_signal;
+
+/// The name the design uses for the controller: `Terminus::builder()...build()`.
+pub use terminus_core::ShutdownController as Terminus;
+pub use terminus_core::{
+    CancellationToken, Config, ConfigError, Drain, ExitCodePolicy, Forced, NoConnections, Outcome, Phase,
+    ShutdownController, ShutdownReason, Signal,
+};
+pub use tower_terminus::{ProbeKind, TerminusLayer, TerminusLayerBuilder};
+
+/// The lifecycle crate, for everything not re-exported here.
+pub use terminus_core as core;
+/// The middleware crate.
+pub use tower_terminus as tower;

@@ -1,0 +1,106 @@
+//! The quickstart server: a real axum app with probes and graceful shutdown.
+//!
+//! `main.rs` runs it; the end-to-end tests run the same code through [`run`] with a few
+//! extra hooks. Settings come from the environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `HOST` | `127.0.0.1` | address to listen on |
+//! | `PORT` | `3000` | port (`0` picks a free one) |
+//! | `TERMINUS_DRAIN_DELAY` | `5s` in Kubernetes, else `0s` | how long readiness fails before the listener closes |
+//! | `TERMINUS_DRAIN_TIMEOUT` | `20s` | how long in-flight requests may take to finish |
+//! | `TERMINUS_CLEANUP_TIMEOUT` | `3s` | the bound on each cleanup hook |
+#![warn(missing_docs)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Query;
+use axum::routing::get;
+use axum::Router;
+use axum_terminus::{core::Builder, TerminusLayer};
+use serde::Deserialize;
+
+/// The application's routes, without the terminus layer.
+///
+/// - `GET|POST /`: `hello` (a POST body is read to its end first);
+/// - `GET /slow?ms=N`: `slow` after N ms (default 1000);
+/// - `GET /stream?ms=N`: a chunk every N ms (default 500), forever.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(hello).post(hello_post))
+        .route("/slow", get(slow))
+        .route("/stream", get(stream))
+}
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+async fn hello_post(_body: Bytes) -> &'static str {
+    "hello"
+}
+
+#[derive(Deserialize)]
+struct Millis {
+    ms: Option<u64>,
+}
+
+async fn slow(Query(query): Query<Millis>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(query.ms.unwrap_or(1000))).await;
+    "slow"
+}
+
+async fn stream(Query(query): Query<Millis>) -> Body {
+    let period = Duration::from_millis(query.ms.unwrap_or(500).max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1);
+    tokio::spawn(async move {
+        let mut tick = 0u64;
+        loop {
+            if tx.send(Ok(Bytes::from(format!("tick {tick}\n")))).await.is_err() {
+                break; // the client (or the server's deadline) ended the response
+            }
+            tick += 1;
+            tokio::time::sleep(period).await;
+        }
+    });
+    Body::from_stream(ReceiverStream(rx))
+}
+
+/// A `Stream` over an mpsc receiver (what `tokio-stream` provides, in six lines).
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Configures the controller from `builder` and the environment, binds `HOST:PORT`,
+/// prints `quickstart listening on http://ADDR` on stdout, serves until shut down,
+/// and returns the exit code of the outcome.
+pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port.parse().map_err(|_| format!("PORT: `{port}` is not a port number"))?,
+        Err(_) => 3000,
+    };
+    let terminus = builder.from_env()?.build()?;
+
+    let app = router().layer(TerminusLayer::new(&terminus));
+    let listener = match axum_terminus::bind(format!("{host}:{port}"), &terminus).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "startup failed");
+            return Err(error.into());
+        }
+    };
+    println!("quickstart listening on http://{}", listener.local_addr()?);
+    let outcome = axum_terminus::serve(listener, app, &terminus).await;
+    Ok(outcome.exit_code())
+}
