@@ -1,1 +1,338 @@
-//! placeholder
+//! Helpers for the end-to-end tests: start a real server process on a free loopback
+//! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// The path of the `test-server` binary (the quickstart plus test hooks). Cargo only
+/// tells integration tests where it built a binary, hence a macro expanded there.
+#[macro_export]
+macro_rules! test_server {
+    () => {
+        env!("CARGO_BIN_EXE_test-server")
+    };
+}
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server process started for one test. Killed (by pid) when dropped.
+pub struct TestServer {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    exit: Option<ExitStatus>,
+}
+
+impl TestServer {
+    /// Starts `binary` with `PORT=0` on 127.0.0.1 plus `envs`, and waits for its
+    /// `listening on http://ADDR` line.
+    pub fn start(binary: &str, envs: &[(&str, &str)]) -> TestServer {
+        let mut server = TestServer::spawn(binary, envs);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(addr) = server.stdout().iter().find_map(|line| parse_listening(line)) {
+                server.addr = addr;
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "server exited before listening: {status}\nstderr:\n{}",
+                    server.stderr().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts `binary` without waiting for it to listen (for startup failures).
+    pub fn spawn(binary: &str, envs: &[(&str, &str)]) -> TestServer {
+        let mut command = Command::new(binary);
+        command
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stdout = collect_lines(child.stdout.take());
+        let stderr = collect_lines(child.stderr.take());
+        TestServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout,
+            stderr,
+            exit: None,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a real signal (`TERM`, `INT`, ...) with `kill -s`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid());
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status, or `None`
+    /// if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit {
+                return Some(status);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                // Let the reader threads catch the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Lines printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lines").clone()
+    }
+
+    /// Lines printed on stderr (the tracing log) so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lines").clone()
+    }
+
+    /// Waits up to `timeout` for a stderr line containing every one of `needles`.
+    pub async fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .stderr()
+                .into_iter()
+                .find(|line| needles.iter().all(|needle| line.contains(needle)));
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls `path` until it answers `status`, at most `timeout`.
+    pub async fn wait_for_status(&self, path: &str, status: StatusCode, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(response) = get(self.addr, path).await {
+                if response.status == status {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            // Child::kill sends SIGKILL to this child's pid only.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on http://")?;
+    rest.trim().parse().ok()
+}
+
+fn collect_lines<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    if let Some(pipe) = pipe {
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lines").push(line);
+            }
+        });
+    }
+    lines
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The `connection` header, if any.
+    pub fn connection(&self) -> Option<&str> {
+        self.headers
+            .get("connection")
+            .and_then(|value| value.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection, driven by hyper's client.
+pub struct H1 {
+    sender: http1::SendRequest<Full<Bytes>>,
+    connection: JoinHandle<()>,
+}
+
+impl H1 {
+    /// Opens a connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<H1> {
+        let stream = TcpStream::connect(addr).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(H1 { sender, connection })
+    }
+
+    /// Sends a request with `method` to `path` on this connection and reads the whole reply.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &'static str,
+    ) -> Result<Reply, hyper::Error> {
+        self.sender.ready().await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("valid request");
+        let response = self.sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `GET path` on this connection.
+    pub async fn get(&mut self, path: &str) -> Result<Reply, hyper::Error> {
+        self.send("GET", path, "").await
+    }
+
+    /// `true` once the server closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.connection.is_finished()
+    }
+
+    /// Waits up to `timeout` for the server to close the connection.
+    pub async fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.is_closed() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.is_closed()
+    }
+}
+
+/// One HTTP/2 connection (prior knowledge, as over `h2c`).
+pub struct H2 {
+    sender: http2::SendRequest<Full<Bytes>>,
+    connection: JoinHandle<()>,
+}
+
+impl H2 {
+    /// Opens an HTTP/2 connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<H2> {
+        let stream = TcpStream::connect(addr).await?;
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(H2 { sender, connection })
+    }
+
+    /// `GET path` as a new stream on this connection.
+    pub async fn get(&mut self, path: &str) -> Result<Reply, hyper::Error> {
+        self.sender.ready().await?;
+        let request = Request::builder()
+            .uri(format!("http://127.0.0.1{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let response = self.sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A clone of the sender, to open concurrent streams.
+    pub fn sender(&self) -> http2::SendRequest<Full<Bytes>> {
+        self.sender.clone()
+    }
+
+    /// `true` once the connection ended (after GOAWAY and the last stream, or a close).
+    pub fn is_closed(&self) -> bool {
+        self.connection.is_finished()
+    }
+}
+
+/// `GET path` on a new connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+    let mut connection = H1::connect(addr).await?;
+    Ok(connection.get(path).await?)
+}
