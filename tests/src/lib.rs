@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: start a real server process on a free loopback
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
+pub mod haproxy;
+pub mod loadgen;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -210,6 +213,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a response to its end.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Reply, hyper::Error> {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     /// The `connection` header, if any.
     pub fn connection(&self) -> Option<&str> {
         self.headers
@@ -251,14 +265,7 @@ impl H1 {
             .header("host", "127.0.0.1")
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .expect("valid request");
-        let response = self.sender.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Reply::read(self.sender.send_request(request).await?).await
     }
 
     /// `GET path` on this connection.
@@ -310,14 +317,7 @@ impl H2 {
             .uri(format!("http://127.0.0.1{path}"))
             .body(Full::new(Bytes::new()))
             .expect("valid request");
-        let response = self.sender.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Reply::read(self.sender.send_request(request).await?).await
     }
 
     /// A clone of the sender, to open concurrent streams.
