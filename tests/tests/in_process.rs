@@ -1,0 +1,158 @@
+//! Servers started inside the test process (real sockets on loopback, real HTTP clients):
+//! `shutdown_signal()` with `axum::serve`, bind failures, and independence of two
+//! controllers in one process.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum_terminus::{NoConnections, Phase, Terminus, TerminusLayer};
+use http::StatusCode;
+use terminus_tests::{get as http_get, H1};
+use tokio::net::TcpListener;
+
+fn app(terminus: &Terminus) -> Router {
+    quickstart::router().layer(TerminusLayer::new(terminus))
+}
+
+#[tokio::test]
+async fn shutdown_signal_lets_axum_serve_drain_after_the_delay() {
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    terminus.mark_listeners_bound();
+    let signal = axum_terminus::shutdown_signal(&terminus);
+    let router = app(&terminus);
+    let server =
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(signal).await });
+    let mut keep_alive = H1::connect(addr).await.unwrap();
+    assert_eq!(keep_alive.get("/readyz").await.unwrap().status, StatusCode::OK);
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?ms=1200").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    terminus.shutdown("test");
+    let reply = keep_alive.get("/").await.expect("served during the drain delay");
+    assert_eq!(reply.connection(), Some("close"));
+    assert_eq!(
+        http_get(addr, "/readyz").await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let reply = slow.await.unwrap().expect("in-flight request completes");
+    assert_eq!(reply.status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("axum::serve returns once connections are done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "not before the drain delay"
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(10), terminus.run(NoConnections))
+        .await
+        .expect("the lifecycle finishes");
+    assert!(outcome.is_graceful());
+    assert_eq!(terminus.phase(), Phase::Stopped);
+}
+
+#[tokio::test]
+async fn bind_failure_names_the_address_and_fails_liveness() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let terminus = Terminus::builder().build().unwrap();
+
+    let error = axum_terminus::bind(address.as_str(), &terminus)
+        .await
+        .unwrap_err();
+    assert_eq!(error.address(), address);
+    assert_eq!(error.io_error().kind(), std::io::ErrorKind::AddrInUse);
+    assert!(error.to_string().contains(&address), "{error}");
+    assert!(!terminus.is_live());
+    assert!(terminus.fatal().is_some_and(|fatal| fatal.contains(&address)));
+
+    // Served on another port, the probes report it: liveness fails, readiness too.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn({
+        let terminus = terminus.clone();
+        async move { axum_terminus::serve(listener, app(&terminus), &terminus).await }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        // The fatal error started the shutdown: the server drains (no delay) and stops.
+        server.await.unwrap()
+    })
+    .await
+    .expect("a fatal error ends the server");
+    assert_eq!(outcome.exit_status(), 1);
+    assert!(http_get(addr, "/livez").await.is_err(), "listener closed");
+}
+
+#[tokio::test]
+async fn fatal_error_fails_liveness_and_readiness_without_stopping_when_so_configured() {
+    let terminus = Terminus::builder().shutdown_on_fatal(false).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn({
+        let terminus = terminus.clone();
+        async move { axum_terminus::serve(listener, app(&terminus), &terminus).await }
+    });
+    let mut client = H1::connect(addr).await.unwrap();
+    assert_eq!(client.get("/livez").await.unwrap().status, StatusCode::OK);
+    terminus.set_fatal("lost the lease");
+    assert_eq!(
+        client.get("/livez").await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A broken process should get no traffic either, but it keeps running: no shutdown started.
+    assert_eq!(
+        client.get("/readyz").await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(terminus.phase(), Phase::Serving);
+    assert_eq!(client.get("/").await.unwrap().body, "hello");
+    terminus.shutdown("test over");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.exit_status(), 1, "a fatal error is never a clean exit");
+}
+
+#[tokio::test]
+async fn two_servers_in_one_process_do_not_share_state() {
+    let first = Terminus::builder().build().unwrap();
+    let second = Terminus::builder().build().unwrap();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for terminus in [&first, &second] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let terminus = terminus.clone();
+        servers.push(tokio::spawn(async move {
+            axum_terminus::serve(listener, app(&terminus), &terminus).await
+        }));
+    }
+    for addr in &addrs {
+        assert_eq!(http_get(*addr, "/readyz").await.unwrap().status, StatusCode::OK);
+    }
+    first.shutdown("only the first");
+    let first_outcome = tokio::time::timeout(Duration::from_secs(10), servers.remove(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first_outcome.is_graceful());
+    assert_eq!(second.phase(), Phase::Serving);
+    assert_eq!(
+        http_get(addrs[1], "/readyz").await.unwrap().status,
+        StatusCode::OK
+    );
+    second.shutdown("done");
+    tokio::time::timeout(Duration::from_secs(10), servers.remove(0))
+        .await
+        .unwrap()
+        .unwrap();
+}
