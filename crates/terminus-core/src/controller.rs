@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, ExitCodePolicy, ENV_DRAIN_DELAY};
+use crate::health::{Check, CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Report};
 use crate::hooks::{BoxError, Hook, HookStage};
 use crate::in_flight::{Counter, RequestGuard, TrackedTasks};
 use crate::outcome::{Outcome, ShutdownReason};
@@ -73,7 +74,16 @@ pub(crate) struct Inner {
     pub(crate) tracked: Arc<TrackedTasks>,
     pub(crate) running: AtomicBool,
     pub(crate) outcome: Mutex<Option<Outcome>>,
+    /// The health checks behind the probes.
+    pub(crate) health: HealthRegistry,
+    /// Every startup check passed once (`true` from the start when there are none).
+    startup_checks_passed: AtomicBool,
+    /// The task retrying startup checks was spawned.
+    startup_runner: AtomicBool,
 }
+
+/// How often startup checks are retried until they pass.
+const STARTUP_CHECK_RETRY: Duration = Duration::from_millis(500);
 
 struct PhaseClock {
     since: Instant,
@@ -186,8 +196,8 @@ impl ShutdownController {
         self.phase() == Phase::Serving
     }
 
-    /// `true` once startup is done: every listener bound, and `mark_ready` called when
-    /// required. Stays `true` through shutdown.
+    /// `true` once startup is done: every listener bound, `mark_ready` called when
+    /// required, and every startup check passed once. Stays `true` through shutdown.
     pub fn is_started(&self) -> bool {
         self.inner.startup_done()
     }
@@ -197,6 +207,7 @@ impl ShutdownController {
     pub fn mark_listeners_bound(&self) {
         self.inner.listeners_bound.store(true, Ordering::Release);
         self.inner.maybe_serving();
+        self.drive_startup_checks();
     }
 
     /// Tells the controller the application finished its own startup (caches warm,
@@ -204,6 +215,66 @@ impl ShutdownController {
     pub fn mark_ready(&self) {
         self.inner.app_ready.store(true, Ordering::Release);
         self.inner.maybe_serving();
+        self.drive_startup_checks();
+    }
+
+    /// The health checks registered with the builder.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.inner.health
+    }
+
+    /// A snapshot of the lifecycle, as probes see it.
+    pub fn lifecycle_state(&self) -> LifecycleState {
+        LifecycleState {
+            phase: self.phase(),
+            fatal: !self.is_live(),
+            prerequisites_met: self.inner.startup_prerequisites(),
+            startup_done: self.inner.startup_done(),
+        }
+    }
+
+    /// Runs the probe of `kind` (its lifecycle rules and every check of that kind) and
+    /// reports, for logs, admin pages or transports other than HTTP.
+    pub async fn report(&self, kind: CheckKind) -> Report {
+        self.probe(&ProbeRequest::kind(kind)).await
+    }
+
+    /// Runs one probe as `request` describes it; `tower-terminus` calls this for every
+    /// probe request. A complete startup probe that passes marks startup as done.
+    pub async fn probe(&self, request: &ProbeRequest) -> Report {
+        let report = self.inner.health.run(request, self.lifecycle_state()).await;
+        if report.passed() && request.is_whole(CheckKind::Startup) && report.gate.passed {
+            self.inner.startup_checks_pass();
+        }
+        report
+    }
+
+    /// With startup checks registered, Serving waits for them: once the other
+    /// prerequisites are met, a task runs them until they pass (or shutdown begins).
+    fn drive_startup_checks(&self) {
+        let inner = &self.inner;
+        if inner.startup_checks_passed.load(Ordering::Acquire) || !inner.startup_prerequisites() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() || inner.startup_runner.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.is_shutting_down() || inner.startup_checks_passed.load(Ordering::Acquire) {
+                    return;
+                }
+                let controller = ShutdownController { inner };
+                if controller.report(CheckKind::Startup).await.passed() {
+                    return;
+                }
+                drop(controller);
+                tokio::time::sleep(STARTUP_CHECK_RETRY).await;
+            }
+        });
     }
 
     /// Counts one request as in flight until the guard is dropped. Closing waits for
@@ -274,8 +345,20 @@ impl Inner {
     }
 
     fn startup_done(&self) -> bool {
+        self.startup_prerequisites() && self.startup_checks_passed.load(Ordering::Acquire)
+    }
+
+    /// Everything startup needs except the startup checks.
+    fn startup_prerequisites(&self) -> bool {
         self.listeners_bound.load(Ordering::Acquire)
             && (!self.config.require_mark_ready || self.app_ready.load(Ordering::Acquire))
+    }
+
+    fn startup_checks_pass(&self) {
+        if !self.startup_checks_passed.swap(true, Ordering::AcqRel) {
+            tracing::info!(target: "terminus", "startup checks passed");
+            self.maybe_serving();
+        }
     }
 
     fn maybe_serving(&self) {
@@ -354,6 +437,7 @@ pub struct Builder {
     drain_delay_set: bool,
     readiness_probe: Option<(Duration, u32)>,
     hooks: Vec<Hook>,
+    checks: Vec<Check>,
 }
 
 impl Builder {
@@ -472,6 +556,44 @@ impl Builder {
         self.hook(HookStage::OnShutdown, name, hook)
     }
 
+    /// Adds a health check to the liveness probe (and to any other probe it already
+    /// belongs to). A failing critical liveness check fails `/livez`: keep these local
+    /// to the process.
+    pub fn liveness(self, check: Check) -> Self {
+        self.check(check.liveness())
+    }
+
+    /// Adds a health check to the readiness probe (and to any other probe it already
+    /// belongs to).
+    ///
+    /// ```
+    /// use terminus_core::health::checks;
+    /// use terminus_core::ShutdownController;
+    ///
+    /// let controller = ShutdownController::builder()
+    ///     .readiness(checks::tcp("db", "127.0.0.1:5432"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(controller.health().contains("db"));
+    /// ```
+    pub fn readiness(self, check: Check) -> Self {
+        self.check(check.readiness())
+    }
+
+    /// Adds a health check to the startup probe (and to any other probe it already
+    /// belongs to). The server becomes ready only once every startup check passed.
+    pub fn startup(self, check: Check) -> Self {
+        self.check(check.startup())
+    }
+
+    /// Adds a health check with the kinds it already has; a check of no kind runs only
+    /// on custom probe paths that name it. `build()` rejects duplicate names, zero
+    /// timeouts and names unfit for paths, naming the field.
+    pub fn check(mut self, check: Check) -> Self {
+        self.checks.push(check);
+        self
+    }
+
     fn hook<F, Fut>(mut self, stage: HookStage, name: impl Into<Cow<'static, str>>, hook: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -510,6 +632,8 @@ impl Builder {
 
         let now = Instant::now();
         let (phase_tx, _) = watch::channel(Phase::Starting);
+        let health = HealthRegistry::with_phase(self.checks, phase_tx.subscribe())?;
+        let startup_checks = health.has_kind(CheckKind::Startup);
         let controller = ShutdownController {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -531,10 +655,14 @@ impl Builder {
                 tracked: Arc::new(TrackedTasks::default()),
                 running: AtomicBool::new(false),
                 outcome: Mutex::new(None),
+                health,
+                startup_checks_passed: AtomicBool::new(!startup_checks),
+                startup_runner: AtomicBool::new(false),
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             controller.listen_for_signals();
+            controller.inner.health.start_background();
         }
         Ok(controller)
     }

@@ -33,6 +33,7 @@
 
 mod config;
 mod controller;
+pub mod health;
 mod hooks;
 mod in_flight;
 mod lifecycle;
@@ -45,6 +46,7 @@ pub use config::{
     ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_SIGNALS, KUBERNETES_DRAIN_DELAY,
 };
 pub use controller::{Builder, ShutdownController};
+pub use health::{Check, CheckError, CheckKind, HealthRegistry, HealthStatus, Report};
 pub use hooks::{BoxError, HookResult, HookStage, HookStatus};
 pub use in_flight::RequestGuard;
 pub use lifecycle::{Drain, NoConnections};

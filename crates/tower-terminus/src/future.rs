@@ -1,6 +1,7 @@
-//! [`ResponseFuture`]: the inner service's future, or a probe answer that is ready at once.
+//! [`ResponseFuture`]: the inner service's future, or a probe's answer once its checks ran.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,6 +13,7 @@ use terminus_core::RequestGuard;
 
 use crate::body::TerminusBody;
 use crate::layer::Shared;
+use crate::probe::ProbeFuture;
 
 pin_project! {
     /// The response future of [`TerminusService`](crate::TerminusService).
@@ -31,7 +33,10 @@ pin_project! {
             version: Version,
             shared: Arc<Shared>,
         },
-        Probe { response: Option<Response<TerminusBody<B>>> },
+        Probe {
+            future: ProbeFuture,
+            body: PhantomData<fn() -> B>,
+        },
     }
 }
 
@@ -47,10 +52,11 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn probe(response: Response<TerminusBody<B>>) -> Self {
+    pub(crate) fn probe(future: ProbeFuture) -> Self {
         ResponseFuture {
             kind: Kind::Probe {
-                response: Some(response),
+                future,
+                body: PhantomData,
             },
         }
     }
@@ -86,10 +92,10 @@ where
                 };
                 Poll::Ready(Ok(response.map(|body| TerminusBody::tracked(body, guard))))
             }
-            KindProj::Probe { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
-            },
+            KindProj::Probe { future, .. } => {
+                let response = ready!(future.as_mut().poll(cx));
+                Poll::Ready(Ok(response.map(TerminusBody::full)))
+            }
         }
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! [`TerminusLayer`] wraps any tower HTTP service (axum, hyper, tonic) and
 //!
-//! - answers the probe paths (`/livez`, `/readyz`, `/startupz`) itself, before the
-//!   inner service runs; probe requests are never counted as in flight;
+//! - answers the probe paths (`/livez`, `/readyz`, `/startupz`, per-check paths like
+//!   `/readyz/db`, terminus-style custom paths) itself, before the inner service runs,
+//!   from the controller's health checks; probe requests are never counted as in flight;
+//! - renders probe bodies as terminus JSON (default), Kubernetes text (`?verbose`) or
+//!   `application/health+json` (by `Accept`), with failure reasons withheld unless
+//!   [`TerminusLayerBuilder::expose_failure_reasons`] is set;
 //! - counts every other request as in flight from `call` until its response body
 //!   ends, fails or is dropped, so that shutdown waits for streaming responses too;
 //! - adds `Connection: close` to HTTP/1.x responses once the server is draining, so
@@ -48,17 +52,20 @@ mod body;
 mod future;
 mod layer;
 mod probe;
+mod render;
 mod service;
 
 pub use body::TerminusBody;
 pub use future::ResponseFuture;
 pub use layer::{
     ProbeConfigError, TerminusLayer, TerminusLayerBuilder, DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH,
-    DEFAULT_STARTUP_PATH,
+    DEFAULT_STARTUP_PATH, HEALTHZ_PATH,
 };
-pub use probe::ProbeKind;
+pub use render::ProbeFormat;
 pub use service::TerminusService;
-pub use terminus_core::{Phase, ShutdownController};
+/// What a probe path reports on: another name for [`CheckKind`].
+pub use terminus_core::CheckKind as ProbeKind;
+pub use terminus_core::{health, Check, CheckError, CheckKind, Phase, ShutdownController};
 
 #[cfg(test)]
 mod tests;

@@ -1,90 +1,222 @@
-//! Probe paths: which request is a probe, and the answer it gets.
+//! Probe paths: which request is a probe, what it asks for, and the answer it gets.
+//!
+//! The request path pays for one comparison per probe path (plus one prefix test per
+//! built-in probe for `/readyz/<check>`); everything else here runs for probes only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use terminus_core::health::{CheckKind, ProbeRequest, Report, DEFAULT_CHECK_TIMEOUT, LIFECYCLE_CHECK};
 use terminus_core::ShutdownController;
 
-use crate::body::TerminusBody;
+use crate::render::{self, ProbeFormat, RenderRequest, RenderSettings, CONTENT_TYPE_JSON, CONTENT_TYPE_TEXT};
+
+/// The answer to a probe, once the checks have run.
+pub(crate) type ProbeFuture = Pin<Box<dyn Future<Output = Response<Bytes>> + Send + 'static>>;
+
+type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a probe path reports on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ProbeKind {
-    /// Passes unless a fatal error was set; keeps passing while draining.
-    Liveness,
-    /// Passes only while serving: fails while starting and from Draining on.
-    Readiness,
-    /// Passes once startup is done.
-    Startup,
-}
-
-impl ProbeKind {
-    /// The probe's short name as kube-apiserver spells it: `livez`, `readyz`, `startupz`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProbeKind::Liveness => "livez",
-            ProbeKind::Readiness => "readyz",
-            ProbeKind::Startup => "startupz",
-        }
-    }
-
-    fn passes(self, controller: &ShutdownController) -> bool {
-        match self {
-            ProbeKind::Liveness => controller.is_live(),
-            ProbeKind::Readiness => controller.is_ready(),
-            ProbeKind::Startup => controller.is_started(),
-        }
-    }
-}
-
-/// The probe paths and how they are matched.
 #[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A built-in probe: `/livez`, `/readyz`, `/startupz`, `/healthz`.
+    Kind(CheckKind),
+    /// A terminus-style path running the named checks.
+    Checks(Arc<[String]>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub(crate) path: String,
+    /// The name in Kubernetes text: `readyz`, or the custom path without its slash.
+    pub(crate) name: String,
+    pub(crate) target: Target,
+    /// The route runs exactly one check (terminus JSON then unwraps its info and causes).
+    pub(crate) single: bool,
+}
+
+/// Which route a request hit.
+#[derive(Debug)]
+pub(crate) enum Matched<'a> {
+    Route(&'a Route),
+    /// `/readyz/<name>`: one check of a built-in probe. The name is still encoded.
+    Check(&'a Route, &'a str),
+}
+
+/// The probe paths, how they are matched, and how they answer.
+#[derive(Clone)]
 pub(crate) struct ProbeRoutes {
-    pub(crate) routes: Vec<(String, ProbeKind)>,
+    pub(crate) routes: Vec<Route>,
     pub(crate) case_insensitive: bool,
+    pub(crate) per_check_paths: bool,
     pub(crate) headers: HeaderMap,
+    pub(crate) render: RenderSettings,
+    pub(crate) fail_during_shutdown: bool,
+    pub(crate) on_failure_during_shutdown: Option<Hook>,
+}
+
+impl std::fmt::Debug for ProbeRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeRoutes")
+            .field("routes", &self.routes)
+            .field("case_insensitive", &self.case_insensitive)
+            .field("per_check_paths", &self.per_check_paths)
+            .field("headers", &self.headers)
+            .field("render", &self.render)
+            .field("fail_during_shutdown", &self.fail_during_shutdown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProbeRoutes {
+    fn same(&self, route: &str, path: &str) -> bool {
+        if self.case_insensitive {
+            route.eq_ignore_ascii_case(path)
+        } else {
+            route == path
+        }
+    }
+
     /// The probe at `path`, matched on the path alone (the query string is not part of it).
-    pub(crate) fn find(&self, path: &str) -> Option<ProbeKind> {
-        self.routes.iter().find_map(|(route, kind)| {
-            let hit = if self.case_insensitive {
-                route.eq_ignore_ascii_case(path)
-            } else {
-                route == path
-            };
-            hit.then_some(*kind)
+    pub(crate) fn find<'a>(&'a self, path: &'a str) -> Option<Matched<'a>> {
+        for route in &self.routes {
+            if self.same(&route.path, path) {
+                return Some(Matched::Route(route));
+            }
+        }
+        if !self.per_check_paths {
+            return None;
+        }
+        self.routes.iter().find_map(|route| {
+            if !matches!(route.target, Target::Kind(_)) {
+                return None;
+            }
+            let prefix = path.get(..route.path.len())?;
+            let rest = path[route.path.len()..].strip_prefix('/')?;
+            (self.same(&route.path, prefix) && !rest.is_empty()).then_some(Matched::Check(route, rest))
         })
     }
 
     /// The complete answer to a probe request. Never calls the application.
     pub(crate) fn answer<B>(
-        &self,
-        kind: ProbeKind,
-        method: &Method,
+        self: &Arc<Self>,
+        matched: Matched<'_>,
+        request: &Request<B>,
         controller: &ShutdownController,
-    ) -> Response<TerminusBody<B>> {
-        let (status, body) = match *method {
-            Method::GET | Method::HEAD => {
-                if kind.passes(controller) {
-                    (StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Bytes::from_static(br#"{"status":"error"}"#),
-                    )
-                }
-            }
-            _ => (
+    ) -> ProbeFuture {
+        let method = request.method();
+        let head = *method == Method::HEAD;
+        if *method != Method::GET && !head {
+            let response = self.finish(
                 StatusCode::METHOD_NOT_ALLOWED,
+                CONTENT_TYPE_JSON,
                 Bytes::from_static(br#"{"status":"error","error":"method not allowed"}"#),
-            ),
+                false,
+            );
+            return Box::pin(std::future::ready(response));
+        }
+
+        let query = Query::parse(request.uri().query().unwrap_or(""));
+        let format = if accepts_health_json(request.headers()) {
+            ProbeFormat::HealthJson
+        } else if query.verbose {
+            ProbeFormat::Kubernetes
+        } else {
+            self.render.default_format
         };
-        let mut response = Response::new(());
+        let (route, probe, single, show_gate) = match matched {
+            Matched::Route(route) => match &route.target {
+                Target::Kind(kind) => (route, ProbeRequest::kind(*kind), route.single, true),
+                Target::Checks(names) => (
+                    route,
+                    ProbeRequest::checks(names.iter().cloned())
+                        .fail_during_shutdown(self.fail_during_shutdown),
+                    route.single,
+                    true,
+                ),
+            },
+            Matched::Check(route, encoded) => {
+                let Target::Kind(kind) = route.target else {
+                    return Box::pin(std::future::ready(self.not_found(head)));
+                };
+                let name = percent_decode(encoded);
+                let known = name == LIFECYCLE_CHECK || controller.health().contains_kind(kind, &name);
+                if !known {
+                    return Box::pin(std::future::ready(self.not_found(head)));
+                }
+                let gate_only = name == LIFECYCLE_CHECK;
+                (route, ProbeRequest::single(kind, name), true, gate_only)
+            }
+        };
+        let probe = query.exclude.into_iter().fold(probe, ProbeRequest::exclude);
+
+        let routes = Arc::clone(self);
+        let controller = controller.clone();
+        let name = route.name.clone();
+        Box::pin(async move {
+            let report = controller.probe(&probe).await;
+            routes.failure_during_shutdown(&report).await;
+            let request = RenderRequest {
+                format,
+                name: &name,
+                verbose: query.verbose,
+                single,
+                show_gate,
+            };
+            let rendered = render::render(&report, &request, &routes.render);
+            routes.finish(rendered.status, rendered.content_type, rendered.body, head)
+        })
+    }
+
+    /// terminus's `onSendFailureDuringShutdown`: runs before a probe answers a failure
+    /// because shutdown began; bounded, and a panic in it is contained.
+    async fn failure_during_shutdown(&self, report: &Report) {
+        let Some(hook) = &self.on_failure_during_shutdown else {
+            return;
+        };
+        if report.passed() || !report.gate.shutting_down {
+            return;
+        }
+        let task = tokio::spawn(hook());
+        let abort = task.abort_handle();
+        match tokio::time::timeout(DEFAULT_CHECK_TIMEOUT, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::warn!(target: "terminus", "on_send_failure_during_shutdown panicked"),
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    target: "terminus",
+                    timeout_ms = DEFAULT_CHECK_TIMEOUT.as_millis() as u64,
+                    "on_send_failure_during_shutdown did not finish in time; answering anyway"
+                );
+            }
+        }
+    }
+
+    fn not_found(&self, head: bool) -> Response<Bytes> {
+        self.finish(
+            StatusCode::NOT_FOUND,
+            CONTENT_TYPE_TEXT,
+            Bytes::from_static(b"404 page not found\n"),
+            head,
+        )
+    }
+
+    /// Status, the probe headers (also while shutting down), and the body unless HEAD.
+    fn finish(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: Bytes,
+        head: bool,
+    ) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -98,11 +230,144 @@ impl ProbeRoutes {
             headers.insert(name.clone(), value.clone());
         }
         // HEAD: the same status and headers (Content-Length included), no body.
-        let body = if *method == Method::HEAD {
-            Bytes::new()
-        } else {
-            body
+        if !head {
+            *response.body_mut() = body;
+        }
+        response
+    }
+}
+
+/// The probe's query parameters. Anything unexpected is ignored, never an error.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Query {
+    verbose: bool,
+    exclude: Vec<String>,
+}
+
+/// More `?exclude=` values than any real configuration has checks; beyond it they are
+/// ignored, so a hostile query cannot make a probe slow.
+const MAX_EXCLUDES: usize = 64;
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        let mut parsed = Query::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match percent_decode(key).as_str() {
+                "verbose" => parsed.verbose = true,
+                "exclude" => {
+                    // kube-apiserver takes repeated `exclude`; a comma list is accepted too
+                    // (check names cannot contain commas).
+                    for name in percent_decode(value).split(',') {
+                        if !name.is_empty() && parsed.exclude.len() < MAX_EXCLUDES {
+                            parsed.exclude.push(name.to_owned());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+/// Decodes `%XX` and `+` (as a space, form style); malformed escapes are kept as they
+/// are and invalid UTF-8 is replaced, so garbage decodes to garbage that matches no check.
+fn percent_decode(input: &str) -> String {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
+                    let high = (pair[0] as char).to_digit(16)?;
+                    let low = (pair[1] as char).to_digit(16)?;
+                    u8::try_from(high * 16 + low).ok()
+                });
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `Accept` lists `application/health+json` with a non-zero quality.
+fn accepts_health_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            media.eq_ignore_ascii_case(render::CONTENT_TYPE_HEALTH_JSON)
+                && !parts.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_never_fails_and_ignores_garbage() {
+        assert_eq!(
+            Query::parse("verbose&exclude=db&exclude=a%2Cb&exclude=&x=%zz"),
+            Query {
+                verbose: true,
+                exclude: vec!["db".into(), "a".into(), "b".into()],
+            }
+        );
+        assert_eq!(
+            Query::parse("&&=&%&exclude=%ff%"),
+            Query {
+                verbose: false,
+                exclude: vec!["\u{fffd}%".into()],
+            }
+        );
+        assert!(
+            Query::parse("verbose=false").verbose,
+            "presence counts, as in kube-apiserver"
+        );
+        let many = "exclude=x&".repeat(1000);
+        assert_eq!(Query::parse(&many).exclude.len(), MAX_EXCLUDES);
+    }
+
+    #[test]
+    fn accept_negotiation_honours_zero_quality() {
+        let accept = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_static(value));
+            accepts_health_json(&headers)
         };
-        response.map(|()| TerminusBody::full(body))
+        assert!(accept("application/health+json"));
+        assert!(accept("text/plain, Application/Health+JSON;q=0.9"));
+        assert!(!accept("application/health+json;q=0"));
+        assert!(!accept("*/*"));
+        assert!(!accept("application/json"));
     }
 }

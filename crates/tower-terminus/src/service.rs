@@ -63,8 +63,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        if let Some(kind) = shared.probes.find(request.uri().path()) {
-            return ResponseFuture::probe(shared.probes.answer(kind, request.method(), &shared.controller));
+        if let Some(probe) = shared.probes.find(request.uri().path()) {
+            return ResponseFuture::probe(shared.probes.answer(probe, &request, &shared.controller));
         }
         let guard = shared.controller.track_request();
         let version = request.version();

@@ -1,0 +1,316 @@
+//! Probe bodies: a [`Report`] rendered as terminus JSON, Kubernetes text, or
+//! `application/health+json`.
+//!
+//! Failure reasons (check messages, causes, the lifecycle's reason) appear only when
+//! [`RenderSettings::expose_reasons`] is set; stack-like details only with
+//! [`RenderSettings::unsafe_stacks`]. Everything else is the same for every caller.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+use terminus_core::health::{CheckReport, HealthStatus, Report, LIFECYCLE_CHECK};
+
+/// The body format of a probe response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbeFormat {
+    /// `@godaddy/terminus`'s JSON: `{"status":"ok"}` / `{"status":"error"}`, with
+    /// `info`/`details` and, when reasons are exposed, `error`/`details`
+    /// (`application/json`). The default.
+    #[default]
+    Terminus,
+    /// kube-apiserver's text: `ok`, or with `?verbose` (and always on failure) one line
+    /// per check, `[+]name ok` / `[-]name failed: reason withheld`, then
+    /// `readyz check passed|failed` (`text/plain; charset=utf-8`).
+    Kubernetes,
+    /// The IETF draft "Health Check Response Format for HTTP APIs":
+    /// `{"status":"pass|warn|fail","checks":{...}}` (`application/health+json`).
+    /// Sent whenever the request's `Accept` header asks for it.
+    HealthJson,
+}
+
+/// Content type of [`ProbeFormat::Terminus`].
+pub(crate) const CONTENT_TYPE_JSON: &str = "application/json";
+/// Content type of [`ProbeFormat::Kubernetes`].
+pub(crate) const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
+/// Content type of [`ProbeFormat::HealthJson`].
+pub(crate) const CONTENT_TYPE_HEALTH_JSON: &str = "application/health+json";
+
+/// What every probe of one layer renders with.
+#[derive(Clone, Debug)]
+pub(crate) struct RenderSettings {
+    pub(crate) status_ok: StatusCode,
+    pub(crate) status_error: StatusCode,
+    pub(crate) ok_body: Map<String, Value>,
+    pub(crate) error_body: Map<String, Value>,
+    pub(crate) verbatim: bool,
+    pub(crate) expose_reasons: bool,
+    pub(crate) unsafe_stacks: bool,
+    pub(crate) default_format: ProbeFormat,
+}
+
+impl Default for RenderSettings {
+    fn default() -> Self {
+        RenderSettings {
+            status_ok: StatusCode::OK,
+            status_error: StatusCode::SERVICE_UNAVAILABLE,
+            ok_body: status_object("ok"),
+            error_body: status_object("error"),
+            verbatim: false,
+            expose_reasons: false,
+            unsafe_stacks: false,
+            default_format: ProbeFormat::Terminus,
+        }
+    }
+}
+
+fn status_object(status: &str) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("status".to_owned(), Value::String(status.to_owned()));
+    map
+}
+
+/// How one probe request wants its report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RenderRequest<'a> {
+    pub(crate) format: ProbeFormat,
+    /// The probe's name in Kubernetes text (`readyz`, `health`).
+    pub(crate) name: &'a str,
+    /// `?verbose` was present.
+    pub(crate) verbose: bool,
+    /// The route selects exactly one check: terminus JSON then shows its `info` and
+    /// causes unwrapped, as terminus does for its one-function-per-path checks.
+    pub(crate) single: bool,
+    /// Whether the lifecycle gate is part of what the route reports.
+    pub(crate) show_gate: bool,
+}
+
+/// A rendered probe answer.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+}
+
+pub(crate) fn render(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Rendered {
+    let status = status_code(report, settings);
+    match request.format {
+        ProbeFormat::Terminus => Rendered {
+            status,
+            content_type: CONTENT_TYPE_JSON,
+            body: json_bytes(&terminus_json(report, request, settings)),
+        },
+        ProbeFormat::Kubernetes => Rendered {
+            status,
+            content_type: CONTENT_TYPE_TEXT,
+            body: Bytes::from(kubernetes_text(report, request, settings)),
+        },
+        ProbeFormat::HealthJson => Rendered {
+            status,
+            content_type: CONTENT_TYPE_HEALTH_JSON,
+            body: json_bytes(&health_json(report, request, settings)),
+        },
+    }
+}
+
+/// 200 (or `status_ok`) for pass and warn; for fail the deciding check's own status
+/// when it is an error status, else `status_error`. Never a redirect.
+fn status_code(report: &Report, settings: &RenderSettings) -> StatusCode {
+    if report.passed() {
+        return settings.status_ok;
+    }
+    report
+        .deciding_error()
+        .and_then(|error| error.status_override())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .filter(|code| code.is_client_error() || code.is_server_error())
+        .unwrap_or(settings.status_error)
+}
+
+fn json_bytes(value: &Value) -> Bytes {
+    // Serialising a `Value` cannot fail: its keys are strings and it holds no floats
+    // that JSON cannot represent (serde_json rejects NaN when building the value).
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn ran(report: &Report) -> impl Iterator<Item = &CheckReport> {
+    report.checks.iter().filter(|check| !check.excluded)
+}
+
+fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Value {
+    if report.passed() {
+        let mut body = settings.ok_body.clone();
+        let info = if request.single {
+            ran(report).find_map(|check| check.info.clone())
+        } else {
+            let infos: Map<String, Value> = ran(report)
+                .filter_map(|check| Some((check.name.to_string(), check.info.clone()?)))
+                .collect();
+            (!infos.is_empty()).then_some(Value::Object(infos))
+        };
+        match info {
+            Some(Value::Object(fields)) if settings.verbatim => body.extend(fields),
+            Some(info) => {
+                body.insert("info".to_owned(), info.clone());
+                body.insert("details".to_owned(), info);
+            }
+            None => {}
+        }
+        return Value::Object(body);
+    }
+
+    let deciding = report.deciding_error();
+    let mut body = match deciding.and_then(|error| error.body_override()) {
+        Some(Value::Object(fields)) => fields.clone(),
+        // A non-object override cannot take `error`/`details`: send it as it is.
+        Some(other) => return other.clone(),
+        None => settings.error_body.clone(),
+    };
+    if settings.expose_reasons || settings.unsafe_stacks {
+        let reason = |check: &CheckReport| {
+            check.error.as_ref().map(|error| {
+                error
+                    .causes_json(settings.unsafe_stacks)
+                    .unwrap_or_else(|| json!({ "message": error.message() }))
+            })
+        };
+        let error = if request.single {
+            ran(report).find_map(reason)
+        } else {
+            let reasons: Map<String, Value> = ran(report)
+                .filter_map(|check| Some((check.name.to_string(), reason(check)?)))
+                .collect();
+            (!reasons.is_empty()).then_some(Value::Object(reasons))
+        };
+        if let Some(error) = error {
+            body.insert("error".to_owned(), error.clone());
+            body.insert("details".to_owned(), error);
+        }
+    }
+    Value::Object(body)
+}
+
+fn kubernetes_text(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> String {
+    let passed = report.passed();
+    if passed && !request.verbose {
+        return "ok".to_owned();
+    }
+    // Always verbose on failure, as kube-apiserver is.
+    let mut out = String::new();
+    if request.show_gate {
+        if report.gate.passed {
+            let _ = writeln!(out, "[+]{LIFECYCLE_CHECK} ok");
+        } else {
+            let reason = if settings.expose_reasons {
+                report.gate.reason.as_ref()
+            } else {
+                "reason withheld"
+            };
+            let _ = writeln!(out, "[-]{LIFECYCLE_CHECK} failed: {reason}");
+        }
+    }
+    for check in &report.checks {
+        if check.excluded {
+            let _ = writeln!(out, "[+]{} excluded: ok", check.name);
+            continue;
+        }
+        match &check.error {
+            None => {
+                let _ = writeln!(out, "[+]{} ok", check.name);
+            }
+            Some(error) => {
+                let reason = if settings.expose_reasons {
+                    error.message()
+                } else {
+                    "reason withheld"
+                };
+                let non_critical = if check.critical { "" } else { " (non-critical)" };
+                let _ = writeln!(out, "[-]{} failed{non_critical}: {reason}", check.name);
+            }
+        }
+    }
+    if !report.unknown_excluded.is_empty() {
+        let names: Vec<String> = report
+            .unknown_excluded
+            .iter()
+            .map(|name| format!("{name:?}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "warn: some health checks cannot be excluded: no matches for {}",
+            names.join(",")
+        );
+    }
+    let verdict = if passed { "passed" } else { "failed" };
+    let _ = writeln!(out, "{} check {verdict}", request.name);
+    out
+}
+
+fn health_json(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Value {
+    let mut checks = Map::new();
+    if request.show_gate {
+        let mut entry = Map::new();
+        let status = if report.gate.passed {
+            HealthStatus::Pass
+        } else {
+            HealthStatus::Fail
+        };
+        entry.insert("status".to_owned(), status.as_str().into());
+        entry.insert("componentType".to_owned(), "system".into());
+        entry.insert("observedValue".to_owned(), report.phase.as_str().into());
+        entry.insert(
+            "time".to_owned(),
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        if !report.gate.passed {
+            entry.insert("output".to_owned(), output(&report.gate.reason, settings).into());
+        }
+        checks.insert(
+            LIFECYCLE_CHECK.to_owned(),
+            Value::Array(vec![Value::Object(entry)]),
+        );
+    }
+    for check in ran(report) {
+        let mut entry = Map::new();
+        entry.insert("status".to_owned(), check.status.as_str().into());
+        entry.insert("componentType".to_owned(), "component".into());
+        if let Some(info) = &check.info {
+            entry.insert("observedValue".to_owned(), info.clone());
+        }
+        entry.insert(
+            "time".to_owned(),
+            humantime::format_rfc3339_millis(check.observed_at)
+                .to_string()
+                .into(),
+        );
+        if let Some(error) = &check.error {
+            entry.insert("output".to_owned(), output(error.message(), settings).into());
+        }
+        checks.insert(check.name.to_string(), Value::Array(vec![Value::Object(entry)]));
+    }
+    let mut body = Map::new();
+    body.insert("status".to_owned(), report.status.as_str().into());
+    body.insert("checks".to_owned(), Value::Object(checks));
+    if !report.unknown_excluded.is_empty() {
+        let notes: Vec<Value> = report
+            .unknown_excluded
+            .iter()
+            .map(|name| Value::String(format!("cannot exclude {name:?}: no such check")))
+            .collect();
+        body.insert("notes".to_owned(), Value::Array(notes));
+    }
+    Value::Object(body)
+}
+
+fn output<'a>(reason: &'a str, settings: &RenderSettings) -> &'a str {
+    if settings.expose_reasons {
+        reason
+    } else {
+        "reason withheld"
+    }
+}
