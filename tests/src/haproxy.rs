@@ -1,0 +1,261 @@
+//! A real HAProxy in front of test backends, started as a child process on loopback.
+//!
+//! The configuration is the one a careful operator would write for a Kubernetes-style
+//! rollout, with every safety net that could hide a lost request switched off:
+//!
+//! - health checks `GET /readyz` every second, one failure marks a server down and one
+//!   success marks it up again (`inter 1s fall 1 rise 1`);
+//! - keep-alive to the backends with connection reuse (`http-reuse safe`);
+//! - `retries 0`, `retry-on none` and no `option redispatch`: a failure on the way to a
+//!   backend reaches the client as a 503 or 502 instead of being retried elsewhere.
+//!
+//! HTTP/1.1 clients use one frontend; HTTP/2 clients (prior knowledge, `h2c`) another.
+//! A third frontend serves HAProxy's statistics as CSV, which is how the tests see
+//! which servers HAProxy considers up.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::get;
+
+/// Where Debian's `haproxy` package installs the binary.
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// How long HAProxy may take to open its frontends.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One `server` line of the backend.
+#[derive(Clone, Debug)]
+pub struct ServerSlot {
+    /// The server's name in HAProxy (`a1`, ...).
+    pub name: String,
+    /// The loopback port HAProxy sends its requests and checks to.
+    pub port: u16,
+}
+
+/// A running HAProxy. Killed (by pid) and its directory removed when dropped.
+pub struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+    /// The HTTP/1.1 frontend.
+    pub h1: SocketAddr,
+    /// The HTTP/2 (h2c, prior knowledge) frontend.
+    pub h2: SocketAddr,
+    /// The statistics frontend.
+    pub stats: SocketAddr,
+}
+
+/// A loopback port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind a free loopback port")
+}
+
+/// `true` if `/usr/sbin/haproxy` exists (`.ci/run` installs the Debian package).
+pub fn available() -> bool {
+    std::path::Path::new(HAPROXY).exists()
+}
+
+impl Haproxy {
+    /// Writes the configuration for `servers` to a fresh directory and starts HAProxy
+    /// in the foreground; returns once its frontends accept connections.
+    pub fn start(servers: &[ServerSlot]) -> Haproxy {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "terminus-haproxy-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the HAProxy directory");
+        let h1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let h2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = config(h1, h2, stats, servers);
+        let config_path = dir.join("haproxy.cfg");
+        std::fs::write(&config_path, config).expect("write haproxy.cfg");
+        let log = std::fs::File::create(dir.join("haproxy.log")).expect("create haproxy.log");
+        let child = Command::new(HAPROXY)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {HAPROXY}: {error}"));
+        let mut haproxy = Haproxy {
+            child,
+            dir,
+            h1,
+            h2,
+            stats,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while [h1, h2, stats]
+            .iter()
+            .any(|addr| TcpStream::connect(addr).is_err())
+        {
+            if let Ok(Some(status)) = haproxy.child.try_wait() {
+                panic!("haproxy exited at startup: {status}\n{}", haproxy.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not open its frontends within {START_TIMEOUT:?}\n{}",
+                haproxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        haproxy
+    }
+
+    /// What HAProxy printed (warnings, alerts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
+    }
+
+    /// HAProxy's view of each server of the backend: `(name, status)`, where status is
+    /// `UP`, `DOWN`, or a transition such as `UP 1/2`.
+    pub async fn server_states(&self) -> Vec<(String, String)> {
+        let Ok(reply) = get(self.stats, "/stats;csv").await else {
+            return Vec::new();
+        };
+        parse_stats(&String::from_utf8_lossy(&reply.body))
+    }
+
+    /// Waits up to `timeout` until exactly the servers in `up` are `UP` and every other
+    /// server is `DOWN`; returns the last states seen if that never happens.
+    pub async fn wait_for_states(&self, up: &[&str], timeout: Duration) -> Result<(), Vec<(String, String)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = self.server_states().await;
+            let settled = !states.is_empty()
+                && states.iter().all(|(name, status)| {
+                    if up.contains(&name.as_str()) {
+                        status == "UP"
+                    } else {
+                        status == "DOWN"
+                    }
+                });
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(states);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SIGKILL to this child's pid only; `-db` keeps HAProxy a single process.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The configuration file. Each directive that decides whether a failure can be hidden
+/// from the client is commented.
+fn config(h1: SocketAddr, h2: SocketAddr, stats: SocketAddr, servers: &[ServerSlot]) -> String {
+    let mut config = format!(
+        "\
+global
+    maxconn 4096
+    nbthread 2
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout check 500ms
+    # Keep-alive on both sides; idle server connections are shared between clients.
+    option http-keep-alive
+    http-reuse safe
+    # Every failure reaches the client: no retry, no retry on another server.
+    retries 0
+    retry-on none
+    no option redispatch
+
+frontend h1
+    bind {h1}
+    default_backend app
+
+frontend h2
+    bind {h2} proto h2
+    default_backend app
+
+frontend stats
+    bind {stats}
+    stats enable
+    stats uri /stats
+
+backend app
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    # A server is down after one failed check and up after one good one, checked every second.
+    default-server inter 1s fall 1 rise 1
+"
+    );
+    for server in servers {
+        config.push_str(&format!(
+            "    server {} 127.0.0.1:{} check\n",
+            server.name, server.port
+        ));
+    }
+    config
+}
+
+/// Parses HAProxy's CSV statistics into `(server name, status)` for the `app` backend.
+fn parse_stats(csv: &str) -> Vec<(String, String)> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let columns: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let column = |name: &str| columns.iter().position(|column| *column == name);
+    let (Some(proxy), Some(server), Some(status)) = (column("pxname"), column("svname"), column("status"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|fields| {
+            fields.get(proxy) == Some(&"app")
+                && !matches!(fields.get(server), Some(&"FRONTEND") | Some(&"BACKEND"))
+        })
+        .filter_map(|fields| Some((fields.get(server)?.to_string(), fields.get(status)?.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_csv_gives_the_state_of_each_server_of_the_backend() {
+        let csv = "# pxname,svname,qcur,status,weight\n\
+                   h1,FRONTEND,,OPEN,\n\
+                   app,a1,0,UP,1\n\
+                   app,b1,0,DOWN,1\n\
+                   app,BACKEND,0,UP,2\n";
+        assert_eq!(
+            parse_stats(csv),
+            [
+                ("a1".to_owned(), "UP".to_owned()),
+                ("b1".to_owned(), "DOWN".to_owned())
+            ]
+        );
+    }
+}
