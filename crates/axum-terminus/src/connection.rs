@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Frame;
@@ -253,8 +254,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let connection = &self.connection;
+        // What `into_make_service_with_connect_info` gives axum handlers: the
+        // `ConnectInfo<SocketAddr>` extractor works, and helpers (WebSocket sessions)
+        // can name the peer when they report.
+        request.extensions_mut().insert(ConnectInfo(connection.peer));
         if request.version() == Version::HTTP_2
             && !connection.http2.swap(true, Ordering::AcqRel)
             && self.registry.draining.load(Ordering::Acquire)

@@ -15,6 +15,15 @@
 //!
 //! A second signal skips the rest and exits at once.
 //!
+//! Long-lived work drains too: `ws` (feature `ws`) closes WebSocket sessions with a
+//! reconnect message and a 1001 Close, [`sse`] and [`stream`] end streaming responses
+//! with a last event, and [`Server::admin_listener`] serves the probes on a port of
+//! their own.
+//!
+//! # Feature flags
+//!
+//! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
+//!
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use axum_terminus::{Terminus, TerminusLayer};
@@ -36,11 +45,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod connection;
 mod listener;
 mod serve;
 mod shutdown_signal;
+pub mod sse;
+pub mod stream;
+#[cfg(feature = "ws")]
+pub mod ws;
 
+pub use admin::{admin_layer, admin_router};
 pub use listener::{bind, BindError};
 pub use serve::{serve, BoxError, Server};
 pub use shutdown_signal::shutdown_signal;

@@ -123,6 +123,13 @@ impl Server {
         self
     }
 
+    /// Adds a listener that serves only the probes ([`admin_router`](crate::admin_router)
+    /// with [`admin_layer`](crate::admin_layer)), reporting on this whole server.
+    pub fn admin_listener(self, listener: TcpListener) -> Server {
+        let router = crate::admin::admin_router(crate::admin::admin_layer(&self.controller));
+        self.listener(listener, router)
+    }
+
     /// The hyper connection builder, to tune HTTP/1 and HTTP/2 settings.
     pub fn http_builder(&mut self) -> &mut auto::Builder<TokioExecutor> {
         &mut self.builder
