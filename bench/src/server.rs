@@ -1,0 +1,149 @@
+//! The servers under test: one app, served four ways.
+//!
+//! Every mode serves [`quickstart::router`] (`GET /`, `GET /slow?ms=N`, `GET /stream`)
+//! on the same runtime with the same number of worker threads, with `TCP_NODELAY` set
+//! on every accepted socket, and prints `listening on http://ADDR` on stdout once the
+//! listener is bound. Only what a user would change to adopt terminus-rs differs.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use axum_terminus::{Terminus, TerminusLayer};
+use tokio::net::TcpListener;
+
+/// The body our `/readyz` answers with when ready; `plain-probe` returns the same bytes.
+pub const READY_BODY: &str = r#"{"status":"ok"}"#;
+
+/// How the app is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `axum::serve(..).with_graceful_shutdown(SIGTERM)`: what a user runs without us.
+    Bare,
+    /// The app with [`TerminusLayer`], served by [`axum_terminus::serve`], `drain_delay` 0.
+    Terminus,
+    /// The app with [`TerminusLayer`], served by `axum::serve`: isolates the layer's cost
+    /// from the accept loop's.
+    Layer,
+    /// `Bare` plus a plain `/readyz` route that returns [`READY_BODY`] with the probe's headers.
+    PlainProbe,
+}
+
+impl Mode {
+    /// Every mode, in the order the usage text lists them.
+    pub const ALL: [Mode; 4] = [Mode::Bare, Mode::Terminus, Mode::Layer, Mode::PlainProbe];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Bare => "bare",
+            Mode::Terminus => "terminus",
+            Mode::Layer => "layer",
+            Mode::PlainProbe => "plain-probe",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| format!("unknown mode `{name}`"))
+    }
+}
+
+/// Binds `127.0.0.1:0`, prints the address, and serves in `mode` until SIGTERM has been
+/// handled. Returns once the server has stopped.
+pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
+    match mode {
+        Mode::Bare => serve_bare(quickstart::router()).await,
+        Mode::PlainProbe => serve_bare(quickstart::router().route("/readyz", get(plain_probe))).await,
+        Mode::Layer => {
+            let terminus = terminus_controller()?;
+            // axum::serve does not tell the controller; readiness needs to know.
+            terminus.mark_listeners_bound();
+            serve_bare(quickstart::router().layer(TerminusLayer::new(&terminus))).await
+        }
+        Mode::Terminus => {
+            let terminus = terminus_controller()?;
+            let app = quickstart::router().layer(TerminusLayer::new(&terminus));
+            let listener = axum_terminus::bind("127.0.0.1:0", &terminus).await?;
+            announce(&listener)?;
+            let outcome = axum_terminus::serve(listener, app, &terminus).await;
+            if !outcome.is_graceful() {
+                return Err(format!("shutdown was not graceful: {outcome:?}").into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The controller the `terminus` and `layer` modes use: no drain delay (the figure
+/// measured is the library's own cost, not a configured wait) and the two readiness
+/// checks of the probe benchmark.
+fn terminus_controller() -> Result<Terminus, Box<dyn std::error::Error>> {
+    let builder = Terminus::builder().drain_delay(Duration::ZERO);
+    Ok(crate::checks::with_readiness_checks(builder).build()?)
+}
+
+async fn serve_bare(app: Router) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    announce(&listener)?;
+    // axum_terminus::serve sets TCP_NODELAY; so does a careful user of axum::serve.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(sigterm())
+        .await?;
+    Ok(())
+}
+
+fn announce(listener: &TcpListener) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{}", listener.local_addr()?)?;
+    stdout.flush()
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        // Without a handler SIGTERM kills the process, which the driver reports as a failure.
+        Err(error) => {
+            eprintln!("bench-server: cannot listen for SIGTERM: {error}");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The same bytes and headers as the library's `/readyz` answer.
+async fn plain_probe() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        READY_BODY,
+    )
+}
