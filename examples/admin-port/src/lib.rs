@@ -1,0 +1,66 @@
+//! Two listeners under one controller: the public port serves the application (its
+//! probes withhold failure reasons), the admin port serves only the probes, with
+//! reasons. Readiness waits for both to be bound, Closing closes both, and the process
+//! has one outcome.
+//!
+//! Public: `GET /` (`hello`), `GET /slow?ms=N`. Admin: `/livez`, `/readyz`,
+//! `/startupz`, everything else `404`. Settings come from the environment: `HOST`
+//! (default `127.0.0.1`), `PORT` (default `3000`), `ADMIN_PORT` (default `9000`; `0`
+//! picks a free one for either) and the `TERMINUS_*` variables.
+#![warn(missing_docs)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::routing::get;
+use axum::Router;
+use axum_terminus::core::Builder;
+use axum_terminus::{Server, TerminusLayer};
+use serde::Deserialize;
+
+/// The public routes, without the terminus layer.
+pub fn public_router() -> Router {
+    Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/slow", get(slow))
+}
+
+#[derive(Deserialize)]
+struct Millis {
+    ms: Option<u64>,
+}
+
+async fn slow(Query(query): Query<Millis>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(query.ms.unwrap_or(1000))).await;
+    "slow"
+}
+
+fn port(variable: &str, default: u16) -> Result<u16, String> {
+    match std::env::var(variable) {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("{variable}: `{port}` is not a port number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Configures the controller from `builder` and the environment, binds both ports,
+/// prints `admin-port listening on http://PUBLIC` then `admin probes on
+/// http://ADMIN`, serves until shut down, and returns the exit code of the outcome.
+pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let (public_port, admin_port) = (port("PORT", 3000)?, port("ADMIN_PORT", 9000)?);
+    let terminus = builder.from_env()?.build()?;
+
+    let public = axum_terminus::bind(format!("{host}:{public_port}"), &terminus).await?;
+    let admin = axum_terminus::bind(format!("{host}:{admin_port}"), &terminus).await?;
+    println!("admin-port listening on http://{}", public.local_addr()?);
+    println!("admin probes on http://{}", admin.local_addr()?);
+    let outcome = Server::new(&terminus)
+        .listener(public, public_router().layer(TerminusLayer::new(&terminus)))
+        .admin_listener(admin)
+        .run()
+        .await;
+    Ok(outcome.exit_code())
+}

@@ -1,0 +1,23 @@
+//! The `admin-port` example, as a binary the end-to-end tests can start
+//! (`CARGO_BIN_EXE_admin-port-server`).
+
+use std::process::ExitCode;
+
+use axum_terminus::Terminus;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match admin_port::run(Terminus::builder()).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("admin-port-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
