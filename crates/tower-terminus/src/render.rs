@@ -101,7 +101,7 @@ pub(crate) fn render(report: &Report, request: &RenderRequest<'_>, settings: &Re
         ProbeFormat::Terminus => Rendered {
             status,
             content_type: CONTENT_TYPE_JSON,
-            body: json_bytes(&terminus_json(report, request, settings)),
+            body: terminus_json(report, request, settings),
         },
         ProbeFormat::Kubernetes => Rendered {
             status,
@@ -140,9 +140,11 @@ fn ran(report: &Report) -> impl Iterator<Item = &CheckReport> {
     report.checks.iter().filter(|check| !check.excluded)
 }
 
-fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Value {
+/// terminus's body. Keys keep terminus's order (`status` first, then `info`/`details` or
+/// `error`/`details`), which a `serde_json::Map` would sort.
+fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Bytes {
     if report.passed() {
-        let mut body = settings.ok_body.clone();
+        let mut body = Ordered::from(&settings.ok_body);
         let info = if request.single {
             ran(report).find_map(|check| check.info.clone())
         } else {
@@ -152,22 +154,26 @@ fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &Render
             (!infos.is_empty()).then_some(Value::Object(infos))
         };
         match info {
-            Some(Value::Object(fields)) if settings.verbatim => body.extend(fields),
+            Some(Value::Object(fields)) if settings.verbatim => {
+                for (key, value) in fields {
+                    body.insert(key, value);
+                }
+            }
             Some(info) => {
                 body.insert("info".to_owned(), info.clone());
                 body.insert("details".to_owned(), info);
             }
             None => {}
         }
-        return Value::Object(body);
+        return body.to_bytes();
     }
 
     let deciding = report.deciding_error();
     let mut body = match deciding.and_then(|error| error.body_override()) {
-        Some(Value::Object(fields)) => fields.clone(),
+        Some(Value::Object(fields)) => Ordered::from(fields),
         // A non-object override cannot take `error`/`details`: send it as it is.
-        Some(other) => return other.clone(),
-        None => settings.error_body.clone(),
+        Some(other) => return json_bytes(other),
+        None => Ordered::from(&settings.error_body),
     };
     if settings.expose_reasons || settings.unsafe_stacks {
         let reason = |check: &CheckReport| {
@@ -190,7 +196,43 @@ fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &Render
             body.insert("details".to_owned(), error);
         }
     }
-    Value::Object(body)
+    body.to_bytes()
+}
+
+/// A JSON object that keeps its keys in insertion order.
+struct Ordered(Vec<(String, Value)>);
+
+impl Ordered {
+    fn from(map: &Map<String, Value>) -> Ordered {
+        // `status` first, as in terminus's default bodies; the rest as the map has them.
+        let mut entries: Vec<(String, Value)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        entries.sort_by_key(|(key, _)| key != "status");
+        Ordered(entries)
+    }
+
+    /// Replaces the value of `key`, or appends it (JavaScript's `Object.assign`).
+    fn insert(&mut self, key: String, value: Value) {
+        match self.0.iter_mut().find(|(existing, _)| *existing == key) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        out.push(b'{');
+        for (index, (key, value)) in self.0.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            // Writing into a Vec cannot fail, and a `Value` or `str` always serialises.
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
 }
 
 fn kubernetes_text(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> String {

@@ -222,3 +222,57 @@ fn invalid_probe_paths_fail_at_build_naming_the_field() {
         .unwrap_err();
     assert_eq!(error.field(), "startup_path");
 }
+
+#[tokio::test]
+async fn info_is_unwrapped_for_one_check_and_keyed_by_name_for_several() {
+    use terminus_core::Check;
+    let info = |name: &'static str| {
+        Check::new(name, move |_| async move {
+            Ok(Some(serde_json::json!({ "name": name })))
+        })
+        .readiness()
+    };
+    let controller = ShutdownController::builder()
+        .check(info("a"))
+        .check(info("b"))
+        .build()
+        .unwrap();
+    controller.mark_listeners_bound();
+    let layer = TerminusLayer::builder(&controller)
+        .custom_path("/one", ["a"])
+        .build()
+        .unwrap();
+    let app = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_req: Request<Empty<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
+        }));
+    let (_, one) = send(app.clone(), Method::GET, "/one", Version::HTTP_11).await;
+    assert_eq!(
+        one,
+        r#"{"status":"ok","info":{"name":"a"},"details":{"name":"a"}}"#
+    );
+    let (_, both) = send(app, Method::GET, "/readyz", Version::HTTP_11).await;
+    assert_eq!(
+        both,
+        r#"{"status":"ok","info":{"a":{"name":"a"},"b":{"name":"b"}},"details":{"a":{"name":"a"},"b":{"name":"b"}}}"#
+    );
+}
+
+#[tokio::test]
+async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_error_status() {
+    use terminus_core::{Check, CheckError};
+    let controller = ShutdownController::builder()
+        .readiness(Check::new("db", |_| async {
+            Err(CheckError::new("down").status(302))
+        }))
+        .build()
+        .unwrap();
+    controller.mark_listeners_bound();
+    let (ready, _) = send(hello_app(&controller), Method::GET, "/readyz", Version::HTTP_11).await;
+    assert_eq!(
+        ready.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "never a redirect"
+    );
+}
