@@ -10,6 +10,7 @@
 //! | `TERMINUS_DRAIN_DELAY` | `5s` in Kubernetes, else `0s` | how long readiness fails before the listener closes |
 //! | `TERMINUS_DRAIN_TIMEOUT` | `20s` | how long in-flight requests may take to finish |
 //! | `TERMINUS_CLEANUP_TIMEOUT` | `3s` | the bound on each cleanup hook |
+//! | `QUICKSTART_DEPENDS_ON` | unset | `host:port` of a dependency: a TCP readiness check on it |
 #![warn(missing_docs)]
 
 use std::process::ExitCode;
@@ -19,7 +20,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::{core::Builder, TerminusLayer};
+use axum_terminus::core::{health::checks, Builder};
+use axum_terminus::TerminusLayer;
 use serde::Deserialize;
 
 /// The application's routes, without the terminus layer.
@@ -87,8 +89,18 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port.parse().map_err(|_| format!("PORT: `{port}` is not a port number"))?,
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT: `{port}` is not a port number"))?,
         Err(_) => 3000,
+    };
+    // QUICKSTART_DEPENDS_ON=host:port adds a readiness check on that dependency: stop it
+    // and /readyz answers 503 within about a second (the check result is cached for 1 s).
+    let builder = match std::env::var("QUICKSTART_DEPENDS_ON") {
+        Ok(address) if !address.trim().is_empty() => {
+            builder.readiness(checks::tcp("depends-on", address.trim().to_owned()))
+        }
+        _ => builder,
     };
     let terminus = builder.from_env()?.build()?;
 
