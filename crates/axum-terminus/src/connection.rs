@@ -100,13 +100,16 @@ impl Registry {
         // Registered before the task starts, so Closing cannot miss it.
         lock(&self.connections).insert(id, Arc::clone(&connection));
         let registry = Arc::clone(self);
+        // Created outside the task: a task aborted before its first poll still
+        // deregisters, because dropping the unpolled future drops the guard.
+        let registered = Registered {
+            registry: Arc::clone(&registry),
+            id,
+        };
         let task = tokio::spawn({
             let connection = Arc::clone(&connection);
             async move {
-                let _registered = Registered {
-                    registry: Arc::clone(&registry),
-                    id,
-                };
+                let _registered = registered;
                 let service = ConnectionService {
                     inner: service,
                     connection: Arc::clone(&connection),
