@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::get;
@@ -48,12 +49,40 @@ pub struct Haproxy {
     pub stats: SocketAddr,
 }
 
-/// A loopback port that was free a moment ago (bound, then released).
+/// A loopback port that is free now and that nothing else will take by accident: it is
+/// below the kernel's ephemeral range (so no outgoing connection and no `bind(:0)` is
+/// given it while the test holds it in reserve for a restart) and never handed out twice
+/// by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if ephemeral_low > 12_000 {
+        let low = ephemeral_low - 10_000;
+        // Start somewhere that depends on the process, so concurrent test binaries rarely
+        // probe the same ports; 7 is coprime with 10,000, so one pass visits every port.
+        let first = std::process::id() % 10_000;
+        for offset in 0..10_000u32 {
+            let port = low + ((first + offset * 7) % 10_000) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: let the kernel choose.
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .expect("bind a free loopback port")
+        .expect("bind a free loopback port");
+    given.push(port);
+    port
 }
 
 /// `true` if `/usr/sbin/haproxy` exists (`.ci/run` installs the Debian package).

@@ -15,6 +15,7 @@
 //! already closed is not a request yet: the worker reconnects first, as any HTTP client
 //! does with an idle connection the server closed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,6 +73,8 @@ pub struct Counts {
     pub ok_post: u64,
     /// Successful slow requests.
     pub ok_slow: u64,
+    /// Non-2xx responses by status code.
+    pub statuses: BTreeMap<u16, u64>,
     /// The first failures, for the test's message.
     pub first_failures: Vec<String>,
 }
@@ -87,11 +90,12 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "requests={} ok={} failed={} (status={} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
+            "requests={} ok={} failed={} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
             self.requests,
             self.ok,
             self.failed(),
             self.bad_status,
+            self.statuses,
             self.connection_errors,
             self.truncated,
             self.timeouts,
@@ -116,6 +120,7 @@ struct Stats {
     ok_h2: AtomicU64,
     ok_post: AtomicU64,
     ok_slow: AtomicU64,
+    statuses: Mutex<BTreeMap<u16, u64>>,
     failures: Mutex<Vec<String>>,
 }
 
@@ -253,6 +258,7 @@ impl Load {
             ok_h2: load(&stats.ok_h2),
             ok_post: load(&stats.ok_post),
             ok_slow: load(&stats.ok_slow),
+            statuses: stats.statuses.lock().expect("statuses").clone(),
             first_failures: stats.failures.lock().expect("failures").clone(),
         }
     }
@@ -420,6 +426,12 @@ impl Worker {
             }
             Ending::BadStatus(status) => {
                 stats.bad_status.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .statuses
+                    .lock()
+                    .expect("statuses")
+                    .entry(status.as_u16())
+                    .or_default() += 1;
                 format!("status {status}")
             }
             Ending::UnexpectedBody(body) => {

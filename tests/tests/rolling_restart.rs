@@ -201,13 +201,14 @@ async fn run_scenario(scenario: &str, drain_delay: &str) -> Figures {
     let _ = writeln!(
         std::io::stderr(),
         "rolling-restart scenario={scenario} requests={} ok={} failed={} cut={} restarts={} \
-         drain_delay={drain_delay} (status={} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
+         drain_delay={drain_delay} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
         counts.requests,
         counts.ok,
         counts.failed(),
         figures.cut,
         figures.restarts,
         counts.bad_status,
+        counts.statuses,
         counts.connection_errors,
         counts.truncated,
         counts.timeouts,
