@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
+use crate::io::{Direction, TrackedIo};
 use crate::serve::BoxError;
 
 /// Every open connection of a server, across all its listeners.
@@ -49,6 +50,10 @@ pub(crate) struct Connection {
     wake: Notify,
     requests: Mutex<Requests>,
     abort: OnceLock<AbortHandle>,
+    /// Set when the drain deadline cuts the connection: its socket fails from then on.
+    cut: AtomicBool,
+    /// The tasks waiting to read and to write on the socket, woken by a cut.
+    parked: Mutex<[Option<Waker>; 2]>,
 }
 
 #[derive(Default)]
@@ -96,27 +101,33 @@ impl Registry {
             wake: Notify::new(),
             requests: Mutex::new(Requests::default()),
             abort: OnceLock::new(),
+            cut: AtomicBool::new(false),
+            parked: Mutex::new([None, None]),
         });
         // Registered before the task starts, so Closing cannot miss it.
         lock(&self.connections).insert(id, Arc::clone(&connection));
         let registry = Arc::clone(self);
-        // Created outside the task: a task aborted before its first poll still
-        // deregisters, because dropping the unpolled future drops the guard.
-        let registered = Registered {
-            registry: Arc::clone(&registry),
-            id,
-        };
+        // The socket carries the registration: the connection stays registered until
+        // the socket is dropped, whether by hyper, by an upgraded (WebSocket) handler, or
+        // with a task aborted before it ever ran.
+        let io = TrackedIo::new(
+            stream,
+            Arc::clone(&connection),
+            Registered {
+                registry: Arc::clone(&registry),
+                id,
+            },
+        );
         let task = tokio::spawn({
             let connection = Arc::clone(&connection);
             async move {
-                let _registered = registered;
                 let service = ConnectionService {
                     inner: service,
                     connection: Arc::clone(&connection),
                     registry: Arc::clone(&registry),
                 };
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+                    .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
                 tokio::pin!(conn);
                 let mut asked_to_close = false;
                 loop {
@@ -179,20 +190,20 @@ impl Registry {
         }
     }
 
-    /// Aborts every connection still open, with one `warn` event for each.
+    /// Cuts every connection still open, with one `warn` event for each: the
+    /// connection's task is aborted, and its socket fails every read and write from
+    /// now on (which is what reaches a socket an upgrade handed to another task).
     pub(crate) fn force_close(&self) -> usize {
         let connections: Vec<Arc<Connection>> = lock(&self.connections).values().cloned().collect();
         let now = Instant::now();
-        let mut cut = 0;
-        for connection in connections {
-            let Some(abort) = connection.abort.get() else {
-                continue;
+        for connection in &connections {
+            let upgraded = connection.abort.get().is_some_and(AbortHandle::is_finished);
+            let protocol = match (upgraded, connection.http2.load(Ordering::Acquire)) {
+                (true, _) => "upgraded",
+                (false, true) => "HTTP/2",
+                (false, false) => "HTTP/1",
             };
-            if abort.is_finished() {
-                continue;
-            }
-            let requests = lock(&connection.requests);
-            let in_flight: Vec<String> = requests
+            let in_flight: Vec<String> = lock(&connection.requests)
                 .active
                 .iter()
                 .map(|request| {
@@ -204,24 +215,48 @@ impl Registry {
                     )
                 })
                 .collect();
-            drop(requests);
             tracing::warn!(
                 target: "terminus",
                 peer = %connection.peer,
                 age_ms = now.duration_since(connection.accepted).as_millis() as u64,
-                protocol = if connection.http2.load(Ordering::Acquire) { "HTTP/2" } else { "HTTP/1" },
+                protocol,
                 in_flight = %if in_flight.is_empty() { "none".to_owned() } else { in_flight.join(", ") },
                 "connection cut at the drain deadline"
             );
-            abort.abort();
-            cut += 1;
+            connection.cut();
+            if let Some(abort) = connection.abort.get() {
+                abort.abort();
+            }
         }
-        cut
+        connections.len()
     }
 }
 
-/// Removes the connection from the registry when its task ends, however it ends.
-struct Registered {
+impl Connection {
+    pub(crate) fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    /// Remembers the task waiting on the socket in `direction`, so that a cut can wake it.
+    pub(crate) fn park(&self, direction: Direction, waker: &Waker) {
+        let mut parked = lock(&self.parked);
+        let slot = &mut parked[direction as usize];
+        if !slot.as_ref().is_some_and(|parked| parked.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *lock(&self.parked));
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
+/// Removes the connection from the registry when its socket is dropped.
+pub(crate) struct Registered {
     registry: Arc<Registry>,
     id: u64,
 }

@@ -47,6 +47,7 @@
 
 mod admin;
 mod connection;
+mod io;
 mod listener;
 mod serve;
 mod shutdown_signal;
