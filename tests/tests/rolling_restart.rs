@@ -187,6 +187,7 @@ async fn run_scenario(scenario: &str, drain_delay: &str) -> Figures {
         // Let the new backend take traffic before the next one stops.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let load_seconds = load.elapsed().as_secs_f64();
     let counts = load.stop().await;
 
     let figures = Figures {
@@ -201,7 +202,7 @@ async fn run_scenario(scenario: &str, drain_delay: &str) -> Figures {
     let _ = writeln!(
         std::io::stderr(),
         "rolling-restart scenario={scenario} requests={} ok={} failed={} cut={} restarts={} \
-         drain_delay={drain_delay} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
+         drain_delay={drain_delay} load_seconds={load_seconds:.0} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
         counts.requests,
         counts.ok,
         counts.failed(),
