@@ -47,7 +47,9 @@ fn world() -> &'static World {
             ShutdownController::builder()
                 .readiness(Check::new("db", |_| async { Ok(None) }))
                 .liveness(Check::new("disk", |_| async { Err(CheckError::new("disk full")) }).non_critical())
-                .readiness(Check::new("cache", |_| async { Err(CheckError::new("cache down")) }).non_critical())
+                .readiness(
+                    Check::new("cache", |_| async { Err(CheckError::new("cache down")) }).non_critical(),
+                )
                 .build()
                 .expect("valid configuration")
         };
@@ -133,7 +135,10 @@ fuzz_target!(|data: &[u8]| {
             .expect("answered in bounded time")
             .expect("infallible");
         let (parts, body) = response.into_parts();
-        (parts, body.collect().await.expect("a probe body never fails").to_bytes())
+        (
+            parts,
+            body.collect().await.expect("a probe body never fails").to_bytes(),
+        )
     });
     let calls = INNER_CALLS.load(Ordering::SeqCst) - before;
 
@@ -141,14 +146,20 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(calls, 0, "probe path {path:?} reached the inner service");
         assert!(!parts.status.is_redirection(), "a probe never redirects");
         assert_eq!(
-            parts.headers.get(header::CACHE_CONTROL).map(HeaderValue::as_bytes),
+            parts
+                .headers
+                .get(header::CACHE_CONTROL)
+                .map(HeaderValue::as_bytes),
             Some(&b"no-store"[..])
         );
         if head {
             assert!(body.is_empty(), "HEAD answered with a body");
         }
         let text = String::from_utf8_lossy(&body);
-        assert!(!text.contains("disk full") && !text.contains("cache down"), "a reason leaked: {text}");
+        assert!(
+            !text.contains("disk full") && !text.contains("cache down"),
+            "a reason leaked: {text}"
+        );
     } else {
         assert_eq!(calls, 1, "{path:?} did not reach the inner service");
         assert_eq!(body, Bytes::from_static(b"inner"));
