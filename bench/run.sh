@@ -39,6 +39,13 @@ cargo build --release -p terminus-bench --bins >&2
 ulimit -n "$(ulimit -Hn)"
 
 export BENCH_COMMAND="bench/run.sh${*:+ $*}"
+# What was measured: the commit, and whether the code differed from it.
+if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    if [ -n "$(git status --porcelain -- Cargo.toml Cargo.lock crates examples bench 2>/dev/null)" ]; then
+        commit="$commit+uncommitted changes"
+    fi
+    export BENCH_COMMIT="$commit"
+fi
 if [ "$(nproc)" -ge 2 ]; then
     # The driver and the load generators share core 0; the servers get core 1.
     exec taskset -c 0 target/release/bench "$@"

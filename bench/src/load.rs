@@ -16,6 +16,12 @@ pub struct LoadResult {
     pub p99_us: f64,
     /// Socket errors, timeouts and non-2xx answers: should be 0.
     pub errors: u64,
+    /// Requests completed in the measured time.
+    pub requests: u64,
+    /// Server CPU time (user + system, all threads) per completed request, in
+    /// microseconds: the cost of a request, and far less sensitive than req/s to other
+    /// processes sharing the machine.
+    pub server_cpu_us_per_request: f64,
 }
 
 /// The shape of a load run.
@@ -34,8 +40,35 @@ pub struct Load {
 }
 
 impl Load {
-    /// Runs the load against `url` and returns its figures.
-    pub fn run(&self, url: &str) -> Result<LoadResult, String> {
+    /// Runs the warm-up load against `url` (not measured).
+    pub fn warm_up(&self, url: &str) -> Result<(), String> {
+        if self.warmup.is_zero() {
+            return Ok(());
+        }
+        let warmup = self.warmup.as_secs().max(1).to_string();
+        let connections = self.connections.to_string();
+        match self.h2_streams {
+            None => {
+                run(self
+                    .command("wrk")
+                    .args(["-t1", "-c", &connections, "-d", &format!("{warmup}s"), url]))
+            }
+            Some(streams) => run(self.command("h2load").args([
+                "-t1",
+                "-c",
+                &connections,
+                "-m",
+                &streams.to_string(),
+                "-D",
+                &warmup,
+                url,
+            ])),
+        }
+        .map(drop)
+    }
+
+    /// Runs the measured load against `url` and returns its figures.
+    pub fn measure(&self, url: &str) -> Result<LoadResult, String> {
         match self.h2_streams {
             None => self.wrk(url),
             Some(streams) => self.h2load(url, streams),
@@ -87,8 +120,6 @@ impl Load {
             &streams.to_string(),
             "-D",
             &self.duration.as_secs().max(1).to_string(),
-            "--warm-up-time",
-            &format!("{}s", self.warmup.as_secs().max(1)),
             &log_arg,
             url,
         ]))?;
@@ -141,6 +172,10 @@ fn parse_wrk(output: &str) -> Option<LoadResult> {
                 result.p99_us = parse_wrk_duration(words.next()?)?;
                 seen.2 = true;
             }
+            // "310000 requests in 5.00s, 30.00MB read"
+            Some(count) if line.contains(" requests in ") => {
+                result.requests = count.parse().ok()?;
+            }
             // "Socket errors: connect 0, read 0, write 0, timeout 0"
             Some("Socket") => {
                 result.errors += line
@@ -188,8 +223,10 @@ fn parse_h2load(output: &str) -> Option<LoadResult> {
             for part in rest.split(", ") {
                 let mut words = part.split_whitespace();
                 let count: u64 = words.next()?.parse().ok()?;
-                if matches!(words.next(), Some("failed" | "errored" | "timeout")) {
-                    result.errors += count;
+                match words.next() {
+                    Some("failed" | "errored" | "timeout") => result.errors += count,
+                    Some("succeeded") => result.requests = count,
+                    _ => {}
                 }
             }
         } else if let Some(rest) = line.strip_prefix("status codes: ") {
@@ -218,6 +255,7 @@ mod tests {
         assert_eq!(result.p50_us, 438.0);
         assert_eq!(result.p99_us, 18530.0);
         assert_eq!(result.errors, 7);
+        assert_eq!(result.requests, 310000);
     }
 
     #[test]
@@ -226,5 +264,6 @@ mod tests {
         let result = parse_h2load(output).unwrap();
         assert_eq!(result.rps, 61234.5);
         assert_eq!(result.errors, 2);
+        assert_eq!(result.requests, 306170);
     }
 }

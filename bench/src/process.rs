@@ -120,6 +120,26 @@ impl ServerProcess {
             .ok_or_else(|| format!("{}: no VmRSS in /proc status", self.label))
     }
 
+    /// CPU time used so far by every thread of the process, user and system
+    /// (the first field of `/proc/PID/task/TID/schedstat`, in nanoseconds).
+    pub fn cpu_time(&self) -> Result<Duration, String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map_err(|error| format!("{}: cannot list threads: {error}", self.label))?;
+        let mut total_ns: u64 = 0;
+        for task in tasks.flatten() {
+            // A thread that ended between the listing and the read no longer counts.
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            total_ns += schedstat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .ok_or_else(|| format!("{}: unreadable schedstat `{schedstat}`", self.label))?;
+        }
+        Ok(Duration::from_nanos(total_ns))
+    }
+
     /// Sends SIGTERM and waits (at most 30 s) for the process to exit.
     pub fn terminate(self) -> Result<Exit, String> {
         self.stop(Signal::SIGTERM)

@@ -115,6 +115,8 @@ struct Figure {
 #[derive(Serialize)]
 struct Report {
     command: String,
+    /// The commit measured (`BENCH_COMMIT`, set by run.sh), or where the sources came from.
+    commit: String,
     started_unix_s: u64,
     elapsed_s: f64,
     machine: BTreeMap<&'static str, String>,
@@ -163,8 +165,8 @@ fn parse_args() -> Result<Settings, String> {
     let usage = "usage: bench [--rounds N] [--duration SECONDS] [--out DIR] [--quick] [--only load,shutdown,in-flight]";
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let mut settings = Settings {
-        rounds: 3,
-        duration_s: 5,
+        rounds: 5,
+        duration_s: 3,
         warmup_s: 1,
         server_workers: 1,
         // Server and load generator on separate cores, when there are two.
@@ -266,6 +268,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let report = Report {
         command: std::env::var("BENCH_COMMAND")
             .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+        commit: std::env::var("BENCH_COMMIT").unwrap_or_else(|_| "unknown".to_owned()),
         started_unix_s,
         elapsed_s: started.elapsed().as_secs_f64(),
         machine: machine(),
@@ -362,17 +365,22 @@ impl Bench {
         figures.title = case.title.to_owned();
         for target in in_round_order(&case.targets, round) {
             let server = self.start(target)?;
-            let result = self
-                .load(case.connections, case.h2_streams)
-                .run(&server.url(case.path))?;
+            let load = self.load(case.connections, case.h2_streams);
+            let url = server.url(case.path);
+            load.warm_up(&url)?;
+            let cpu_before = server.cpu_time()?;
+            let mut result = load.measure(&url)?;
+            let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+            result.server_cpu_us_per_request = cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
             let exit = server.terminate()?;
             eprintln!(
-                "   {:<10} {:<14} {:>9.0} req/s  p50 {:>8.0} us  p99 {:>8.0} us  errors {}  (exit {:.1} ms)",
+                "   {:<10} {:<14} {:>9.0} req/s  p50 {:>8.0} us  p99 {:>8.0} us  cpu {:>5.2} us/req  errors {}  (exit {:.1} ms)",
                 case.key,
                 target.name(),
                 result.rps,
                 result.p50_us,
                 result.p99_us,
+                result.server_cpu_us_per_request,
                 result.errors,
                 ms(exit.elapsed())
             );
@@ -498,6 +506,8 @@ fn median_load(rounds: &[LoadResult]) -> LoadResult {
         p50_us: pick(|r| r.p50_us),
         p99_us: pick(|r| r.p99_us),
         errors: rounds.iter().map(|r| r.errors).sum(),
+        requests: rounds.iter().map(|r| r.requests).sum(),
+        server_cpu_us_per_request: pick(|r| r.server_cpu_us_per_request),
     }
 }
 
@@ -506,12 +516,25 @@ fn ms(duration: Duration) -> f64 {
 }
 
 /// The figures held to the targets, plus the ones reported for information.
+///
+/// A load ratio is the median over the rounds of the ratio within each round: the two
+/// servers of a round ran back to back, so a drift of the machine's load between rounds
+/// cancels out instead of landing on one side.
 fn figures(load: &BTreeMap<&'static str, LoadFigures>, shutdown: &ShutdownFigures) -> Vec<Figure> {
     let mut figures = Vec::new();
-    let get = |case: &str, target: &str| {
-        load.get(case)
-            .and_then(|figures| figures.median.get(target))
-            .copied()
+    let paired = |case: &str, subject: &str, baseline: &str, figure: fn(&LoadResult) -> f64| {
+        let figures = load.get(case)?;
+        let (ours, theirs) = (figures.rounds.get(subject)?, figures.rounds.get(baseline)?);
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(theirs)
+            .map(|(ours, theirs)| figure(ours) / figure(theirs))
+            .collect();
+        let medians = (
+            figure(figures.median.get(subject)?),
+            figure(figures.median.get(baseline)?),
+        );
+        Some((median(&ratios), medians))
     };
     let ratio = |name: String, value: f64, target: Option<(f64, bool)>, detail: String| {
         let pass = target.map(|(bound, floor)| if floor { value >= bound } else { value <= bound });
@@ -524,59 +547,85 @@ fn figures(load: &BTreeMap<&'static str, LoadFigures>, shutdown: &ShutdownFigure
             detail,
         }
     };
-    for (case, label) in [
+    let rps = |r: &LoadResult| r.rps;
+    let p50 = |r: &LoadResult| r.p50_us;
+    let p99 = |r: &LoadResult| r.p99_us;
+    let cpu = |r: &LoadResult| r.server_cpu_us_per_request;
+    let cases = [
         ("h1_64", "HTTP/1.1, 64 conns"),
         ("h1_1000", "HTTP/1.1, 1,000 conns"),
         ("h2_64", "HTTP/2, 64 conns"),
-    ] {
-        let (Some(bare), Some(ours)) = (get(case, "bare"), get(case, "terminus")) else {
-            continue;
-        };
-        figures.push(ratio(
-            format!("{label}: req/s terminus / bare"),
-            ours.rps / bare.rps,
-            Some((0.97, true)),
-            format!("{:.0} vs {:.0} req/s", ours.rps, bare.rps),
-        ));
-        figures.push(ratio(
-            format!("{label}: p99 terminus / bare"),
-            ours.p99_us / bare.p99_us,
-            Some((1.05, false)),
-            format!("{:.0} vs {:.0} us", ours.p99_us, bare.p99_us),
-        ));
-        figures.push(ratio(
-            format!("{label}: p50 terminus / bare"),
-            ours.p50_us / bare.p50_us,
-            None,
-            format!("{:.0} vs {:.0} us", ours.p50_us, bare.p50_us),
-        ));
+    ];
+    for (case, label) in cases {
+        if let Some((value, (ours, bare))) = paired(case, "terminus", "bare", rps) {
+            figures.push(ratio(
+                format!("{label}: req/s terminus / bare"),
+                value,
+                Some((0.97, true)),
+                format!("{ours:.0} vs {bare:.0} req/s"),
+            ));
+        }
+        if let Some((value, (ours, bare))) = paired(case, "terminus", "bare", p99) {
+            figures.push(ratio(
+                format!("{label}: p99 terminus / bare"),
+                value,
+                Some((1.05, false)),
+                format!("{ours:.0} vs {bare:.0} us"),
+            ));
+        }
+        if let Some((value, (ours, bare))) = paired(case, "terminus", "bare", p50) {
+            figures.push(ratio(
+                format!("{label}: p50 terminus / bare"),
+                value,
+                None,
+                format!("{ours:.0} vs {bare:.0} us"),
+            ));
+        }
+        if let Some((value, (ours, bare))) = paired(case, "terminus", "bare", cpu) {
+            figures.push(ratio(
+                format!("{label}: server CPU per request terminus / bare"),
+                value,
+                None,
+                format!("{ours:.2} vs {bare:.2} us"),
+            ));
+        }
     }
-    if let (Some(bare), Some(layer)) = (get("h1_64", "bare"), get("h1_64", "layer")) {
+    if let Some((value, (ours, bare))) = paired("h1_64", "layer", "bare", rps) {
         figures.push(ratio(
             "HTTP/1.1, 64 conns: req/s layer on axum::serve / bare".to_owned(),
-            layer.rps / bare.rps,
+            value,
             None,
-            format!(
-                "{:.0} vs {:.0} req/s (the layer alone, without our accept loop)",
-                layer.rps, bare.rps
-            ),
+            format!("{ours:.0} vs {bare:.0} req/s (the layer alone, without our accept loop)"),
         ));
     }
-    if let (Some(ours), Some(plain)) = (get("readyz_64", "terminus"), get("readyz_64", "plain-probe")) {
+    if let Some((value, (ours, bare))) = paired("h1_64", "layer", "bare", cpu) {
         figures.push(ratio(
-            "/readyz: req/s terminus / plain axum route".to_owned(),
-            ours.rps / plain.rps,
-            Some((0.95, true)),
-            format!("{:.0} vs {:.0} req/s", ours.rps, plain.rps),
+            "HTTP/1.1, 64 conns: server CPU per request layer on axum::serve / bare".to_owned(),
+            value,
+            None,
+            format!("{ours:.2} vs {bare:.2} us"),
         ));
     }
-    if let (Some(ours), Some(node)) = (get("readyz_64", "terminus"), get("readyz_64", "node-terminus")) {
-        figures.push(ratio(
-            "/readyz: req/s terminus / Node terminus".to_owned(),
-            ours.rps / node.rps,
-            Some((2.0, true)),
-            format!("{:.0} vs {:.0} req/s", ours.rps, node.rps),
-        ));
+    for (baseline, label, bound) in [
+        ("plain-probe", "plain axum route", 0.95),
+        ("node-terminus", "Node terminus", 2.0),
+    ] {
+        if let Some((value, (ours, theirs))) = paired("readyz_64", "terminus", baseline, rps) {
+            figures.push(ratio(
+                format!("/readyz: req/s terminus / {label}"),
+                value,
+                Some((bound, true)),
+                format!("{ours:.0} vs {theirs:.0} req/s"),
+            ));
+        }
+        if let Some((value, (ours, theirs))) = paired("readyz_64", "terminus", baseline, cpu) {
+            figures.push(ratio(
+                format!("/readyz: server CPU per request terminus / {label}"),
+                value,
+                None,
+                format!("{ours:.2} vs {theirs:.2} us"),
+            ));
+        }
     }
     let shutdown_ms = |target: &str, count: u32| {
         shutdown
@@ -697,7 +746,11 @@ fn svg(report: &Report) -> String {
     let ratios: Vec<RatioBar> = report
         .figures
         .iter()
-        .filter(|figure| figure.unit == "x" && !figure.name.contains("Node"))
+        .filter(|figure| {
+            figure.unit == "x"
+                && !figure.name.contains("Node")
+                && (figure.target.is_some() || figure.name.contains("CPU per request terminus / bare"))
+        })
         .map(|figure| RatioBar {
             label: short_label(&figure.name),
             value: figure.value,
@@ -764,6 +817,7 @@ fn svg(report: &Report) -> String {
 
 fn short_label(name: &str) -> String {
     name.replace(" terminus / bare", "")
+        .replace("server CPU per request", "CPU/request")
         .replace("HTTP/1.1, ", "h1 ")
         .replace("HTTP/2, ", "h2 ")
         .replace(" conns", "")
