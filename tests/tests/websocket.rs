@@ -79,7 +79,10 @@ async fn sigterm_sends_reconnect_and_going_away_and_exits_without_waiting_for_dr
     assert_eq!(status.code(), Some(0), "a graceful stop");
     assert!(signalled.elapsed() < Duration::from_secs(10));
     assert!(
-        !server.stderr().iter().any(|line| line.contains("cut at the drain deadline")),
+        !server
+            .stderr()
+            .iter()
+            .any(|line| line.contains("cut at the drain deadline")),
         "nothing was cut:\n{}",
         server.stderr().join("\n")
     );
