@@ -73,3 +73,8 @@ pub use tower_terminus::{ProbeKind, TerminusLayer, TerminusLayerBuilder};
 pub use terminus_core as core;
 /// The middleware crate.
 pub use tower_terminus as tower;
+
+/// The README's example compiles: `cargo test --doc` checks it with the crate's docs.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
