@@ -43,7 +43,15 @@ const MISS: &str = "#c62828";
 const COLORS: [&str; 3] = ["#1565c0", "#ef6c00", "#6a1b9a"];
 
 /// Renders the whole chart.
-pub fn render(subtitle: &str, ratios: &[RatioBar], probe: &[Bar], shutdown: &[Series]) -> String {
+///
+/// `shutdown_target_ms` is drawn as a dashed line on the shutdown panel.
+pub fn render(
+    subtitle: &str,
+    ratios: &[RatioBar],
+    probe: &[Bar],
+    shutdown: &[Series],
+    shutdown_target_ms: Option<f64>,
+) -> String {
     let mut body = String::new();
     let mut y = 60.0;
     y = ratio_panel(&mut body, y, ratios);
@@ -53,7 +61,7 @@ pub fn render(subtitle: &str, ratios: &[RatioBar], probe: &[Bar], shutdown: &[Se
         "/readyz throughput (requests/s, higher is better)",
         probe,
     );
-    y = line_panel(&mut body, y + 30.0, shutdown);
+    y = line_panel(&mut body, y + 30.0, shutdown, shutdown_target_ms);
     let height = y + 20.0;
     let mut svg = String::new();
     let _ = writeln!(
@@ -185,7 +193,7 @@ fn bar_panel(svg: &mut String, top: f64, title: &str, bars: &[Bar]) -> f64 {
     top + bars.len() as f64 * ROW
 }
 
-fn line_panel(svg: &mut String, top: f64, series: &[Series]) -> f64 {
+fn line_panel(svg: &mut String, top: f64, series: &[Series], target_ms: Option<f64>) -> f64 {
     let _ = writeln!(
         svg,
         r#"<text x="20" y="{}" font-size="14" font-weight="bold">SIGTERM to exit (ms) vs idle keep-alive connections, drain_delay 0 (lower is better)</text>"#,
@@ -231,6 +239,20 @@ fn line_panel(svg: &mut String, top: f64, series: &[Series]) -> f64 {
             LEFT + plot_width
         );
     }
+    if let Some(target) = target_ms.filter(|target| *target < max) {
+        let y = y_of(target);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{MISS}" stroke-dasharray="6 4"/>"##,
+            LEFT + plot_width
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{}" y="{:.1}" text-anchor="end" fill="{MISS}">target {target:.0} ms</text>"##,
+            LEFT + plot_width,
+            y - 4.0
+        );
+    }
     for (index, count) in counts.iter().enumerate() {
         let _ = writeln!(
             svg,
@@ -256,19 +278,23 @@ fn line_panel(svg: &mut String, top: f64, series: &[Series]) -> f64 {
         for (index, (_, ms)) in line.points.iter().enumerate() {
             let (x, y) = (x_of(index), y_of(*ms));
             let _ = writeln!(svg, r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{color}"/>"#);
-            let dy = if line_index == 0 { -8.0 } else { 16.0 };
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}" fill="{color}">{ms:.1}</text>"#,
-                x + 6.0,
-                y + dy
-            );
+            // Small values crowd the axis: docs/benchmarks.md has them in a table.
+            if *ms >= max * 0.15 {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{:.1}" y="{:.1}" fill="{color}">{ms:.1} ms</text>"#,
+                    x + 8.0,
+                    y + 4.0
+                );
+            }
         }
         let legend_y = top + 14.0 + line_index as f64 * 16.0;
+        let legend_x = LEFT + 16.0;
         let _ = writeln!(
             svg,
-            r#"<rect x="20" y="{}" width="12" height="12" fill="{color}"/><text x="38" y="{legend_y}">{}</text>"#,
+            r#"<rect x="{legend_x}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{legend_y}">{}</text>"#,
             legend_y - 10.0,
+            legend_x + 18.0,
             escape(&line.label)
         );
     }
@@ -316,6 +342,7 @@ mod tests {
                 label: "bare".into(),
                 points: vec![(0, 1.0), (1000, 2.0), (10_000, 20.0)],
             }],
+            Some(50.0),
         );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("test &lt;machine&gt;"));

@@ -1,6 +1,7 @@
 //! Many raw HTTP/1.1 connections: idle keep-alive ones for the shutdown and memory
 //! figures, and slow in-flight requests for the drain figure.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,12 +62,14 @@ pub async fn connect_all(addr: &str, count: usize) -> Result<Vec<TcpStream>, Str
 }
 
 /// What the in-flight scenario saw.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct InFlight {
     /// Responses that arrived complete with status 200.
     pub completed: usize,
     /// When the last of them arrived.
     pub last_response: Option<Instant>,
+    /// Why the others failed, with how many failed that way.
+    pub failures: BTreeMap<String, usize>,
 }
 
 /// Sends `GET {path}` on every connection at once and, once every request is written,
@@ -98,11 +101,16 @@ where
     let mut result = InFlight {
         completed: 0,
         last_response: None,
+        failures: BTreeMap::new(),
     };
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(Ok(at)) = joined {
-            result.completed += 1;
-            result.last_response = Some(result.last_response.map_or(at, |last| last.max(at)));
+        match joined {
+            Ok(Ok(at)) => {
+                result.completed += 1;
+                result.last_response = Some(result.last_response.map_or(at, |last| last.max(at)));
+            }
+            Ok(Err(error)) => *result.failures.entry(error).or_default() += 1,
+            Err(error) => *result.failures.entry(error.to_string()).or_default() += 1,
         }
     }
     (result, during)
