@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use terminus_core::health::CheckKind;
-use terminus_core::ShutdownController;
+use terminus_core::{ConfigError, ShutdownController};
 use tower_layer::Layer;
 
 use crate::probe::{ProbeRoutes, Route, Target};
@@ -123,7 +123,7 @@ pub struct TerminusLayerBuilder {
     case_insensitive: bool,
     per_check_paths: bool,
     headers: HeaderMap,
-    header_error: Option<ProbeConfigError>,
+    header_error: Option<ConfigError>,
     render: RenderSettings,
     ok_body: Option<Value>,
     error_body: Option<Value>,
@@ -223,11 +223,11 @@ impl TerminusLayerBuilder {
     /// Adds a header to every probe response, including those sent while shutting down
     /// (terminus's `headers`). An invalid name or value makes `build()` fail naming the
     /// field `headers`.
-    pub fn header(mut self, name: &str, value: &str) -> Result<Self, ProbeConfigError> {
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let name = HeaderName::try_from(name)
-            .map_err(|_| ProbeConfigError::new("headers", format!("invalid header name `{name}`")))?;
+            .map_err(|_| ConfigError::new("headers", format!("invalid header name `{name}`")))?;
         let value = HeaderValue::try_from(value)
-            .map_err(|_| ProbeConfigError::new("headers", format!("invalid value for header `{name}`")))?;
+            .map_err(|_| ConfigError::new("headers", format!("invalid value for header `{name}`")))?;
         self.headers.append(name, value);
         Ok(self)
     }
@@ -249,7 +249,7 @@ impl TerminusLayerBuilder {
                 }
                 None => {
                     self.header_error.get_or_insert_with(|| {
-                        ProbeConfigError::new("headers", format!("invalid header `{}`", name.as_ref()))
+                        ConfigError::new("headers", format!("invalid header `{}`", name.as_ref()))
                     });
                 }
             }
@@ -341,7 +341,7 @@ impl TerminusLayerBuilder {
     }
 
     /// Validates every setting and creates the layer.
-    pub fn build(mut self) -> Result<TerminusLayer, ProbeConfigError> {
+    pub fn build(mut self) -> Result<TerminusLayer, ConfigError> {
         if let Some(error) = self.header_error.take() {
             return Err(error);
         }
@@ -390,7 +390,7 @@ impl TerminusLayerBuilder {
                 }
             });
             if clash {
-                return Err(ProbeConfigError::new(
+                return Err(ConfigError::new(
                     field,
                     format!("path `{path}` is already used by another probe"),
                 ));
@@ -399,13 +399,13 @@ impl TerminusLayerBuilder {
         let health = self.controller.health();
         for (path, names) in &self.custom {
             if names.is_empty() {
-                return Err(ProbeConfigError::new(
+                return Err(ConfigError::new(
                     "custom_path",
                     format!("path `{path}` names no check"),
                 ));
             }
             if let Some(unknown) = names.iter().find(|name| !health.contains(name)) {
-                return Err(ProbeConfigError::new(
+                return Err(ConfigError::new(
                     "custom_path",
                     format!("path `{path}` names the check `{unknown}`, which is not registered on the controller"),
                 ));
@@ -467,21 +467,21 @@ impl TerminusLayerBuilder {
     }
 }
 
-fn validate_path(field: &'static str, path: &str) -> Result<(), ProbeConfigError> {
+fn validate_path(field: &'static str, path: &str) -> Result<(), ConfigError> {
     if !path.starts_with('/') {
-        return Err(ProbeConfigError::new(
+        return Err(ConfigError::new(
             field,
             format!("path `{path}` must start with `/`"),
         ));
     }
     if path.contains('?') || path.contains('#') {
-        return Err(ProbeConfigError::new(
+        return Err(ConfigError::new(
             field,
             format!("path `{path}` must not contain a query or fragment"),
         ));
     }
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ProbeConfigError::new(
+        return Err(ConfigError::new(
             field,
             format!("path `{path}` must not contain spaces or control characters"),
         ));
@@ -494,53 +494,19 @@ fn status(
     code: u16,
     allowed: impl Fn(StatusCode) -> bool,
     rule: &str,
-) -> Result<StatusCode, ProbeConfigError> {
+) -> Result<StatusCode, ConfigError> {
     StatusCode::from_u16(code)
         .ok()
         .filter(|status| allowed(*status))
-        .ok_or_else(|| ProbeConfigError::new(field, format!("{code} {rule} (a probe never redirects)")))
+        .ok_or_else(|| ConfigError::new(field, format!("{code} {rule} (a probe never redirects)")))
 }
 
-fn object(field: &'static str, body: Value) -> Result<Map<String, Value>, ProbeConfigError> {
+fn object(field: &'static str, body: Value) -> Result<Map<String, Value>, ConfigError> {
     match body {
         Value::Object(map) => Ok(map),
-        other => Err(ProbeConfigError::new(
+        other => Err(ConfigError::new(
             field,
             format!("must be a JSON object, got `{other}`"),
         )),
     }
 }
-
-/// An invalid probe setting: which field and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeConfigError {
-    field: &'static str,
-    message: String,
-}
-
-impl ProbeConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ProbeConfigError {
-            field,
-            message: message.into(),
-        }
-    }
-
-    /// The builder field at fault, e.g. `readiness_path`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ProbeConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid probe configuration: {}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for ProbeConfigError {}

@@ -58,14 +58,14 @@ mod service;
 pub use body::TerminusBody;
 pub use future::ResponseFuture;
 pub use layer::{
-    ProbeConfigError, TerminusLayer, TerminusLayerBuilder, DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH,
-    DEFAULT_STARTUP_PATH, HEALTHZ_PATH,
+    TerminusLayer, TerminusLayerBuilder, DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, DEFAULT_STARTUP_PATH,
+    HEALTHZ_PATH,
 };
 pub use render::ProbeFormat;
 pub use service::TerminusService;
 /// What a probe path reports on: another name for [`CheckKind`].
 pub use terminus_core::CheckKind as ProbeKind;
-pub use terminus_core::{health, Check, CheckError, CheckKind, Phase, ShutdownController};
+pub use terminus_core::{health, Check, CheckError, CheckKind, ConfigError, Phase, ShutdownController};
 
 #[cfg(test)]
 mod tests;
