@@ -7,6 +7,7 @@ pub mod loadgen;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// The path of the `test-server` binary (the quickstart plus test hooks). Cargo only
@@ -335,4 +336,61 @@ impl H2 {
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
     let mut connection = H1::connect(addr).await?;
     Ok(connection.get(path).await?)
+}
+
+/// Logs to stderr the way the end-to-end tests read it: plain text, filtered by
+/// `RUST_LOG` (default `info`). Every test server binary starts with this.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// An app that answers `hello` on every path, behind `layer`, served in-process by
+/// `axum::serve` on loopback. Counts how often the app itself ran, which is how the
+/// probe tests prove a probe never reaches it. Stopped when dropped.
+pub struct LayeredApp {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// How many requests reached the app behind the layer.
+    pub app_calls: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl LayeredApp {
+    /// Starts the app behind `layer` on a free loopback port.
+    pub async fn start(layer: axum_terminus::TerminusLayer) -> LayeredApp {
+        let app_calls = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::clone(&app_calls);
+        let router = axum::Router::new()
+            .fallback(move || {
+                let calls = Arc::clone(&calls);
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    "hello"
+                }
+            })
+            .layer(layer);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        LayeredApp {
+            addr,
+            app_calls,
+            task,
+        }
+    }
+}
+
+impl Drop for LayeredApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

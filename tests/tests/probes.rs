@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -20,50 +19,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use terminus_core::health::{checks, Check, CheckError};
 use terminus_core::ShutdownController;
-use terminus_tests::Reply;
+use terminus_tests::{LayeredApp, Reply};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tower_terminus::{ProbeFormat, TerminusLayer};
 
 /// A bound on every request: far above anything a healthy probe needs.
 const REQUEST_BOUND: Duration = Duration::from_secs(10);
-
-struct Server {
-    addr: SocketAddr,
-    app_calls: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Serves an app answering `hello` on every path, behind `layer`.
-async fn serve(layer: TerminusLayer) -> Server {
-    let app_calls = Arc::new(AtomicUsize::new(0));
-    let calls = Arc::clone(&app_calls);
-    let router = Router::new()
-        .fallback(move || {
-            let calls = Arc::clone(&calls);
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                "hello"
-            }
-        })
-        .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    Server {
-        addr,
-        app_calls,
-        task,
-    }
-}
 
 /// A serving controller with `checks`.
 fn serving(checks: impl IntoIterator<Item = Check>) -> ShutdownController {
@@ -133,7 +94,7 @@ fn failing(name: &'static str) -> Check {
 #[tokio::test]
 async fn terminus_json_is_the_default_format() {
     let controller = serving([ok("db").readiness()]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let reply = get(server.addr, "/readyz").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(header(&reply, "content-type"), "application/json");
@@ -150,7 +111,7 @@ async fn terminus_json_is_the_default_format() {
 #[tokio::test]
 async fn verbose_gives_kubernetes_text_with_one_line_per_check() {
     let controller = serving([ok("db").readiness(), failing("cache").readiness().non_critical()]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let reply = get(server.addr, "/readyz?verbose").await;
     assert_eq!(reply.status, StatusCode::OK, "a non-critical failure warns");
     assert_eq!(header(&reply, "content-type"), "text/plain; charset=utf-8");
@@ -167,7 +128,7 @@ async fn kubernetes_text_is_terse_on_success_and_always_verbose_on_failure() {
         .default_format(ProbeFormat::Kubernetes)
         .build()
         .unwrap();
-    let server = serve(layer).await;
+    let server = LayeredApp::start(layer).await;
     let ready = get(server.addr, "/readyz").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(text(&ready), "ok");
@@ -185,7 +146,7 @@ async fn accept_health_json_gives_the_ietf_format() {
         Check::new("db", |_| async { Ok(Some(json!({ "connections": 3 }))) }).readiness(),
         failing("cache").readiness().non_critical(),
     ]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let reply = fetch(
         server.addr,
         "GET",
@@ -234,7 +195,7 @@ async fn head_gets_the_same_status_and_headers_without_a_body() {
         .unwrap()
         .build()
         .unwrap();
-    let server = serve(layer).await;
+    let server = LayeredApp::start(layer).await;
     let get_reply = get(server.addr, "/readyz").await;
     let head = fetch(server.addr, "HEAD", "/readyz", &[]).await;
     assert_eq!(head.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -248,7 +209,7 @@ async fn head_gets_the_same_status_and_headers_without_a_body() {
 #[tokio::test]
 async fn other_methods_get_405_with_allow_and_never_reach_the_app() {
     let controller = serving([]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
         let reply = fetch(server.addr, method, "/livez", &[]).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
@@ -261,7 +222,7 @@ async fn other_methods_get_405_with_allow_and_never_reach_the_app() {
 #[tokio::test]
 async fn query_strings_never_break_matching() {
     let controller = serving([ok("db").readiness()]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     for path in [
         "/readyz?",
         "/readyz?foo=bar&&=&",
@@ -287,14 +248,14 @@ async fn case_insensitive_matching_is_an_option() {
         .case_insensitive(true)
         .build()
         .unwrap();
-    let server = serve(layer).await;
+    let server = LayeredApp::start(layer).await;
     assert_eq!(text(&get(server.addr, "/ReadyZ").await), r#"{"status":"ok"}"#);
 }
 
 #[tokio::test]
 async fn exclude_skips_checks_and_reports_unknown_names_in_kube_apiserver_wording() {
     let controller = serving([failing("db").readiness(), ok("cache").readiness()]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     assert_eq!(
         get(server.addr, "/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -320,7 +281,7 @@ async fn exclude_skips_checks_and_reports_unknown_names_in_kube_apiserver_wordin
 #[tokio::test]
 async fn per_check_paths_answer_for_one_check_and_unknown_names_get_404() {
     let controller = serving([failing("db").readiness(), ok("cache").readiness()]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     assert_eq!(get(server.addr, "/readyz/cache").await.status, StatusCode::OK);
     let db = get(server.addr, "/readyz/db?verbose").await;
     assert_eq!(db.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -337,8 +298,8 @@ async fn per_check_paths_answer_for_one_check_and_unknown_names_get_404() {
 #[tokio::test]
 async fn failure_reasons_are_withheld_unless_exposed() {
     let controller = serving([failing("db").readiness()]);
-    let withheld = serve(TerminusLayer::new(&controller)).await;
-    let exposed = serve(
+    let withheld = LayeredApp::start(TerminusLayer::new(&controller)).await;
+    let exposed = LayeredApp::start(
         TerminusLayer::builder(&controller)
             .expose_failure_reasons(true)
             .build()
@@ -380,7 +341,7 @@ async fn configured_headers_are_sent_on_every_probe_answer_including_during_shut
         .unwrap()
         .build()
         .unwrap();
-    let server = serve(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("test");
     for (method, path, status) in [
         ("GET", "/readyz", StatusCode::SERVICE_UNAVAILABLE),
@@ -412,7 +373,7 @@ async fn a_check_that_hangs_forever_fails_at_its_timeout_and_the_probe_answers()
     let controller = serving([Check::new("hangs", |_| std::future::pending())
         .readiness()
         .timeout(timeout)]);
-    let server = serve(
+    let server = LayeredApp::start(
         TerminusLayer::builder(&controller)
             .expose_failure_reasons(true)
             .build()
@@ -442,7 +403,7 @@ async fn a_check_that_panics_fails_the_probe_and_the_server_keeps_serving() {
             .cache_ttl(Duration::ZERO),
         ok("db").readiness(),
     ]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     for _ in 0..3 {
         let reply = get(server.addr, "/readyz?verbose").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -472,7 +433,7 @@ async fn a_flood_of_100_concurrent_probes_runs_the_check_once() {
     // A long TTL so that a slow machine cannot turn "once" into "twice".
     .cache_ttl(Duration::from_secs(600));
     let controller = serving([check]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let addr = server.addr;
     let probes: Vec<_> = (0..100)
         .map(|_| tokio::spawn(async move { get(addr, "/readyz").await.status }))
@@ -504,7 +465,7 @@ async fn startup_checks_hold_readiness_until_they_pass() {
         )
         .build()
         .unwrap();
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     controller.mark_listeners_bound();
     assert_eq!(
         get(server.addr, "/startupz").await.status,
@@ -530,7 +491,7 @@ async fn liveness_passes_while_draining_and_fails_after_a_fatal_error() {
         .build()
         .unwrap();
     controller.mark_listeners_bound();
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     controller.shutdown("deploy");
     assert_eq!(get(server.addr, "/livez").await.status, StatusCode::OK);
     assert_eq!(
@@ -551,7 +512,7 @@ async fn the_tcp_check_flips_readiness_when_its_dependency_stops() {
     let dependency = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = dependency.local_addr().unwrap().to_string();
     let controller = serving([checks::tcp("db", address).readiness().cache_ttl(Duration::ZERO)]);
-    let server = serve(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     assert_eq!(get(server.addr, "/readyz").await.status, StatusCode::OK);
     drop(dependency);
     assert_eq!(

@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -39,9 +38,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use terminus_core::health::{Check, CheckContext, CheckError};
 use terminus_core::{ExitCodePolicy, NoConnections, ShutdownController, Signal};
-use terminus_tests::Reply;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use terminus_tests::{LayeredApp, Reply};
+use tokio::net::TcpStream;
 use tower_terminus::{TerminusLayer, TerminusLayerBuilder};
 
 const REQUEST_BOUND: Duration = Duration::from_secs(10);
@@ -49,43 +47,6 @@ const REQUEST_BOUND: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
-
-/// `http.createServer((req, res) => res.end('hello'))` behind the layer.
-struct Server {
-    addr: SocketAddr,
-    handler_calls: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn listen(layer: TerminusLayer) -> Server {
-    let handler_calls = Arc::new(AtomicUsize::new(0));
-    let calls = Arc::clone(&handler_calls);
-    let router = Router::new()
-        .fallback(move || {
-            let calls = Arc::clone(&calls);
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                "hello"
-            }
-        })
-        .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    Server {
-        addr,
-        handler_calls,
-        task,
-    }
-}
 
 async fn fetch(addr: SocketAddr, path: &str) -> Reply {
     let exchange = async {
@@ -204,7 +165,7 @@ fn error_messages() -> Value {
 async fn but_keeps_all_the_other_endpoints() {
     let controller = ShutdownController::builder().build().unwrap();
     controller.mark_listeners_bound();
-    let server = listen(TerminusLayer::new(&controller)).await;
+    let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let reply = fetch(server.addr, "/").await;
     assert_eq!(reply.body, "hello");
 }
@@ -213,7 +174,7 @@ async fn but_keeps_all_the_other_endpoints() {
 async fn returns_200_on_resolve() {
     let ran = Arc::new(AtomicBool::new(false));
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -224,7 +185,7 @@ async fn returns_200_on_resolve() {
 async fn returns_custom_status_code_on_resolve() {
     let ran = Arc::new(AtomicBool::new(false));
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/health", |b| b.status_ok(201));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -235,7 +196,7 @@ async fn returns_custom_status_code_on_resolve() {
 async fn returns_default_response_on_resolve() {
     let ran = Arc::new(AtomicBool::new(false));
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -249,7 +210,7 @@ async fn returns_custom_response_on_resolve() {
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/health", |b| {
         b.ok_body(json!({ "status": "up" }))
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -261,7 +222,7 @@ async fn returns_custom_response_on_resolve() {
 async fn case_sensitive_by_default() {
     let ran = Arc::new(AtomicBool::new(false));
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/HeAlTh", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     fetch(server.addr, "/health").await;
     assert!(!ran.load(Ordering::SeqCst));
 }
@@ -272,7 +233,7 @@ async fn case_insensitive_opt_in() {
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/HeAlTh", |b| {
         b.case_insensitive(true)
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     fetch(server.addr, "/health").await;
     assert!(ran.load(Ordering::SeqCst));
 }
@@ -283,7 +244,7 @@ async fn case_insensitive_opt_in_should_work_with_original_path() {
     let (_c, layer) = terminus(recording(&ran, |_| Ok(None)), "/healthCheck", |b| {
         b.case_insensitive(true)
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     fetch(server.addr, "/healthCheck").await;
     assert!(ran.load(Ordering::SeqCst));
 }
@@ -297,12 +258,12 @@ async fn do_not_send_multiple_responses_for_the_same_request() {
         async { Ok(None) }
     });
     let (_c, layer) = terminus(check, "/healthCheck", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/healthCheck").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(
-        server.handler_calls.load(Ordering::SeqCst),
+        server.app_calls.load(Ordering::SeqCst),
         0,
         "the app's handler is not called for a probe"
     );
@@ -313,7 +274,7 @@ async fn includes_info_on_resolve() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Ok(Some(json!({ "version": "1.0.0" }))));
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -333,7 +294,7 @@ async fn includes_verbatim_on_resolve() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Ok(Some(json!({ "version": "1.0.0" }))));
     let (_c, layer) = terminus(check, "/health", |b| b.verbatim(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -347,7 +308,7 @@ async fn returns_503_on_reject() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("failed")));
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -360,7 +321,7 @@ async fn returns_global_custom_status_code_on_reject() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("")));
     let (_c, layer) = terminus(check, "/health", |b| b.status_error(500));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(ran.load(Ordering::SeqCst));
@@ -373,7 +334,7 @@ async fn returns_custom_status_code_on_reject() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("").status(500)));
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(ran.load(Ordering::SeqCst));
@@ -386,7 +347,7 @@ async fn returns_custom_status_code_on_reject_prevailing_over_global_custom_stat
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("").status(500)));
     let (_c, layer) = terminus(check, "/health", |b| b.status_error(501));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(ran.load(Ordering::SeqCst));
@@ -399,7 +360,7 @@ async fn returns_default_response_on_reject() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("failed")));
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -413,7 +374,7 @@ async fn returns_global_custom_response_on_reject() {
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("failed")));
     let (_c, layer) = terminus(check, "/health", |b| b.error_body(json!({ "status": "down" })));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -429,7 +390,7 @@ async fn returns_custom_response_on_reject() {
         Err(CheckError::new("").body(json!({ "status": "failed" })))
     });
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -445,7 +406,7 @@ async fn returns_custom_response_on_reject_prevailing_over_global_custom_respons
         Err(CheckError::new("").body(json!({ "status": "failed" })))
     });
     let (_c, layer) = terminus(check, "/health", |b| b.error_body(json!({ "status": "down" })));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -463,7 +424,7 @@ async fn exposes_internal_state_is_shutting_down_false_to_health_check() {
         Ok(None)
     });
     let (_c, layer) = terminus(check, "/health", no_options);
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(content_type(&reply), Some("application/json"));
@@ -482,7 +443,7 @@ async fn exposes_internal_state_is_shutting_down_true_when_shutting_down() {
         ))
     });
     let (controller, layer) = terminus(check, "/health", |b| b.send_failures_during_shutdown(false));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -505,7 +466,7 @@ async fn returns_custom_objects_as_errors() {
     });
     // DIFFERENCE (reasons): `error`/`details` are sent only with expose_failure_reasons.
     let (controller, layer) = terminus(check, "/health", |b| b.expose_failure_reasons(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -518,7 +479,7 @@ async fn returns_custom_objects_as_errors() {
         .custom_path("/health", ["health"])
         .build()
         .unwrap();
-    let server = listen(withheld).await;
+    let server = LayeredApp::start(withheld).await;
     assert_eq!(
         json_of(&fetch(server.addr, "/health").await),
         json!({ "status": "error" })
@@ -531,7 +492,7 @@ async fn returns_error_objects_as_errors_and_does_not_include_stack_traces_by_de
     let check = recording(&ran, |_| Err(CheckError::new("failed").with_causes(errors())));
     // DIFFERENCE (reasons): exposed only on request.
     let (_c, layer) = terminus(check, "/health", |b| b.expose_failure_reasons(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -546,7 +507,7 @@ async fn returns_error_objects_as_errors_and_includes_stack_traces_if_unsafe_exp
     let ran = Arc::new(AtomicBool::new(false));
     let check = recording(&ran, |_| Err(CheckError::new("failed").with_causes(errors())));
     let (_c, layer) = terminus(check, "/health", |b| b.unsafe_expose_stack_traces(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -569,7 +530,7 @@ async fn returns_default_response_on_reject_with_error_objects() {
     let check = recording(&ran, |_| Err(CheckError::new("failed").with_causes(errors())));
     // DIFFERENCE (reasons): exposed only on request.
     let (_c, layer) = terminus(check, "/health", |b| b.expose_failure_reasons(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -590,7 +551,7 @@ async fn returns_global_custom_response_on_reject_with_error_objects() {
         b.expose_failure_reasons(true)
             .error_body(json!({ "status": "down" }))
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -612,7 +573,7 @@ async fn returns_custom_response_on_reject_with_error_objects() {
     });
     // DIFFERENCE (reasons): exposed only on request.
     let (_c, layer) = terminus(check, "/health", |b| b.expose_failure_reasons(true));
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -637,7 +598,7 @@ async fn returns_custom_response_on_reject_with_error_objects_prevailing_over_gl
         b.expose_failure_reasons(true)
             .error_body(json!({ "status": "down" }))
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ran.load(Ordering::SeqCst));
@@ -658,7 +619,7 @@ async fn returns_503_once_signal_received() {
         "/health",
         no_options,
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -669,7 +630,7 @@ async fn returns_custom_status_code_once_signal_received() {
     let (controller, layer) = terminus(Check::new("health", |_| async { Ok(None) }), "/health", |b| {
         b.status_error(501)
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
@@ -682,7 +643,7 @@ async fn returns_default_response_once_signal_received() {
         "/health",
         no_options,
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -694,7 +655,7 @@ async fn returns_custom_reponse_once_signal_received() {
     let (controller, layer) = terminus(Check::new("health", |_| async { Ok(None) }), "/health", |b| {
         b.error_body(json!({ "status": "down" }))
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -721,7 +682,7 @@ async fn calls_on_send_failure_during_shutdown_when_sending_503_during_shutdown(
         "/health",
         counting_hook(&calls),
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGTERM");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -742,7 +703,7 @@ async fn does_not_call_on_send_failure_during_shutdown_when_sending_503_during_f
         "/health",
         counting_hook(&calls),
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     controller.shutdown("SIGTERM");
@@ -763,7 +724,7 @@ async fn does_not_return_503_once_signal_received_if_send_failures_during_shutdo
         "/health",
         |b| b.send_failures_during_shutdown(false),
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGINT");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -779,7 +740,7 @@ async fn does_not_call_on_send_failure_during_shutdown_if_send_failures_during_s
         "/health",
         move |b| hook(b).send_failures_during_shutdown(false),
     );
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     controller.shutdown("SIGTERM");
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1062,7 +1023,7 @@ async fn accepts_custom_headers() {
             ("Access-Control-Allow-Methods", "OPTIONS, POST, GET"),
         ])
     });
-    let server = listen(layer).await;
+    let server = LayeredApp::start(layer).await;
     let reply = fetch(server.addr, "/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(

@@ -27,7 +27,6 @@ use axum::routing::get;
 use axum::Router;
 use axum_terminus::core::health::{Check, CheckError};
 use axum_terminus::{Server, Terminus, TerminusLayer};
-use tracing_subscriber::EnvFilter;
 
 fn say(line: &str) {
     // Flushed at once: the test reads stdout while the process is still running.
@@ -75,11 +74,7 @@ impl http_body::Body for Chunks {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    terminus_tests::init_tracing();
     match run().await {
         Ok(code) => code,
         Err(error) => {

@@ -4,15 +4,10 @@
 use std::process::ExitCode;
 
 use axum_terminus::Terminus;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    terminus_tests::init_tracing();
     match sse::run(Terminus::builder()).await {
         Ok(code) => code,
         Err(error) => {

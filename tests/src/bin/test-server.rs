@@ -10,7 +10,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use axum_terminus::{ExitCodePolicy, Terminus};
-use tracing_subscriber::EnvFilter;
 
 fn hook_line(stage: &'static str, name: &'static str) {
     // Flushed at once: the test reads stdout while the process is still running.
@@ -21,11 +20,7 @@ fn hook_line(stage: &'static str, name: &'static str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    terminus_tests::init_tracing();
     let flag = |name: &str| std::env::var(name).is_ok_and(|value| value == "1");
 
     let mut builder = Terminus::builder();
