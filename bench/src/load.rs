@@ -88,12 +88,6 @@ impl Load {
 
     fn wrk(&self, url: &str) -> Result<LoadResult, String> {
         let connections = self.connections.to_string();
-        if !self.warmup.is_zero() {
-            let warmup = format!("{}s", self.warmup.as_secs().max(1));
-            run(self
-                .command("wrk")
-                .args(["-t1", "-c", &connections, "-d", &warmup, url]))?;
-        }
         let duration = format!("{}s", self.duration.as_secs().max(1));
         let output = run(self.command("wrk").args([
             "-t1",
