@@ -4,7 +4,7 @@
 # Installs what is missing (wrk and h2load from Debian, @godaddy/terminus 4.12.1 from npm
 # into target/bench-node), builds the workspace's bench crate in release mode, and runs
 # the driver, which writes docs/benchmarks.json and docs/benchmarks.svg and prints the
-# summary table. See docs/benchmarks.md. Takes about 6 minutes with the defaults.
+# summary table. See docs/benchmarks.md. Takes about 7 minutes with the defaults.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
