@@ -81,7 +81,12 @@ impl ShutdownController {
         // asked for); keep serving so that the balancer notices before we refuse anything.
         let draining_started = Instant::now();
         drain.start_draining();
-        let delay = tokio::time::sleep(config.drain_delay);
+        let delay = async {
+            // sleep(ZERO) still waits for the timer's next tick (1 ms): skip it.
+            if !config.drain_delay.is_zero() {
+                tokio::time::sleep(config.drain_delay).await;
+            }
+        };
         let before = self.run_hooks(HookStage::BeforeShutdown, &mut hooks);
         tokio::select! {
             biased;
