@@ -12,6 +12,9 @@ use tokio::task::{AbortHandle, JoinHandle};
 #[derive(Debug, Default)]
 pub(crate) struct Counter {
     count: AtomicUsize,
+    /// How many tasks are in `wait_zero`. Nobody waits until the shutdown, so the
+    /// request path skips `notify_waiters` (which takes a lock) almost always.
+    waiters: AtomicUsize,
     zero: Notify,
 }
 
@@ -25,13 +28,17 @@ impl Counter {
     }
 
     pub(crate) fn decrement(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst here and in `wait_zero` (a Dekker pair): either this decrement sees the
+        // waiter, or the waiter sees the count this decrement left.
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiters.load(Ordering::SeqCst) > 0 {
             self.zero.notify_waiters();
         }
     }
 
     /// Resolves once the count is zero.
     pub(crate) async fn wait_zero(&self) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
         loop {
             // Register interest before reading the count: a decrement to zero between
             // the read and the await would otherwise be missed (notify_waiters does not
@@ -39,11 +46,20 @@ impl Counter {
             let notified = self.zero.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.get() == 0 {
+            if self.count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
         }
+    }
+}
+
+/// Counts a `wait_zero` caller out again, however its future ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
