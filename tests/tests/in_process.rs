@@ -156,3 +156,42 @@ async fn two_servers_in_one_process_do_not_share_state() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn connect_info_reaches_handlers_only_when_the_server_asks_for_it() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    for enabled in [false, true] {
+        let terminus = Terminus::builder().build().unwrap();
+        let router = axum::Router::new().route(
+            "/peer",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn({
+            let terminus = terminus.clone();
+            async move {
+                axum_terminus::Server::new(&terminus)
+                    .connect_info(enabled)
+                    .listener(listener, router.layer(TerminusLayer::new(&terminus)))
+                    .run()
+                    .await
+            }
+        });
+        let reply = http_get(addr, "/peer").await.unwrap();
+        if enabled {
+            assert_eq!(reply.status, StatusCode::OK);
+            assert!(reply.body.starts_with(b"127.0.0.1:"), "{:?}", reply.body);
+        } else {
+            // axum's extractor rejects a request without it, as under plain axum::serve.
+            assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        terminus.shutdown("test");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

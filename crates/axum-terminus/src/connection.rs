@@ -31,6 +31,8 @@ use crate::serve::BoxError;
 /// Every open connection of a server, across all its listeners.
 #[derive(Default)]
 pub(crate) struct Registry {
+    /// Insert `ConnectInfo<SocketAddr>` into every request, not only upgrades.
+    connect_info: bool,
     next_id: AtomicU64,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     empty: Notify,
@@ -62,11 +64,12 @@ struct Requests {
     active: Vec<ActiveRequest>,
 }
 
+/// What a cut reports about a request: its method and path. (Its age would cost a
+/// clock read per request; the connection's age is reported instead.)
 struct ActiveRequest {
     id: u64,
     method: Method,
     uri: Uri,
-    started: Instant,
 }
 
 /// Locks data that stays consistent even if a holder panicked: every critical
@@ -76,6 +79,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// An empty registry; `connect_info` inserts `ConnectInfo` into every request.
+    pub(crate) fn new(connect_info: bool) -> Registry {
+        Registry {
+            connect_info,
+            ..Registry::default()
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         lock(&self.connections).len()
     }
@@ -206,14 +217,7 @@ impl Registry {
             let in_flight: Vec<String> = lock(&connection.requests)
                 .active
                 .iter()
-                .map(|request| {
-                    format!(
-                        "{} {} ({} ms)",
-                        request.method,
-                        request.uri.path(),
-                        now.duration_since(request.started).as_millis()
-                    )
-                })
+                .map(|request| format!("{} {}", request.method, request.uri.path()))
                 .collect();
             tracing::warn!(
                 target: "terminus",
@@ -294,10 +298,13 @@ where
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let connection = &self.connection;
-        // What `into_make_service_with_connect_info` gives axum handlers: the
-        // `ConnectInfo<SocketAddr>` extractor works, and helpers (WebSocket sessions)
-        // can name the peer when they report.
-        request.extensions_mut().insert(ConnectInfo(connection.peer));
+        // `ConnectInfo<SocketAddr>`, as `into_make_service_with_connect_info` gives axum
+        // handlers. Inserting it allocates the request's extension map, a few percent of a
+        // small request, so only when asked for, and always on upgrades, whose sessions
+        // (WebSocket helpers) name their peer when they report.
+        if self.registry.connect_info || is_upgrade(&request) {
+            request.extensions_mut().insert(ConnectInfo(connection.peer));
+        }
         if request.version() == Version::HTTP_2
             && !connection.http2.swap(true, Ordering::AcqRel)
             && self.registry.draining.load(Ordering::Acquire)
@@ -343,6 +350,11 @@ where
     }
 }
 
+/// An HTTP/1.1 upgrade (`Upgrade` header) or an HTTP/2 extended CONNECT (RFC 8441).
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT || request.headers().contains_key(http::header::UPGRADE)
+}
+
 /// Keeps a request listed as in flight on its connection until its body is dropped.
 struct ActiveGuard {
     connection: Arc<Connection>,
@@ -354,12 +366,7 @@ impl ActiveGuard {
         let mut requests = lock(&connection.requests);
         let id = requests.next_id;
         requests.next_id += 1;
-        requests.active.push(ActiveRequest {
-            id,
-            method,
-            uri,
-            started: Instant::now(),
-        });
+        requests.active.push(ActiveRequest { id, method, uri });
         drop(requests);
         ActiveGuard { connection, id }
     }
