@@ -26,7 +26,7 @@ use crate::config::ConfigError;
 use crate::controller::lock;
 use crate::health::check::{Check, CheckContext, CheckKind, CheckResult};
 use crate::health::error::CheckError;
-use crate::health::report::{CheckReport, HealthStatus, Report};
+use crate::health::report::{CheckReport, Gate, HealthStatus, Report};
 use crate::health::request::{LifecycleState, ProbeRequest, Selection, LIFECYCLE_CHECK};
 use crate::phase::Phase;
 
@@ -180,6 +180,11 @@ impl HealthRegistry {
     /// runtime (the first [`run`](HealthRegistry::run) starts them then). The loops stop
     /// when the last clone of the registry is dropped.
     pub fn start_background(&self) {
+        // Every probe calls this: once started, a plain load answers, without the
+        // runtime lookup and the read-modify-write below.
+        if self.inner.background_started.load(Ordering::Acquire) {
+            return;
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
@@ -196,7 +201,7 @@ impl HealthRegistry {
             tokio::spawn(async move {
                 loop {
                     let ctx = CheckContext::new(*phase.borrow());
-                    let pending = entry.start(ctx, true);
+                    let pending = entry.start(ctx, true, Instant::now());
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = pending.wait() => {}
@@ -214,30 +219,16 @@ impl HealthRegistry {
     /// served from the cache when fresh, and reports. Never fails and never panics: a
     /// check that errs, panics or times out is a failed check in the report.
     pub async fn run(&self, request: &ProbeRequest, state: LifecycleState) -> Report {
+        // One clock read serves every check's cache test: with the cache warm, reading
+        // the clock was the largest single cost of a probe.
         let started = Instant::now();
         self.start_background();
         let (gate, run_checks) = request.gate(&state);
-        let selected = self.select(request);
-
-        let mut excluded: BTreeSet<&str> = request
-            .exclude
-            .iter()
-            .map(String::as_str)
-            .filter(|name| !name.is_empty())
-            .collect();
         let ctx = CheckContext::new(state.phase);
-        let mut pending = Vec::with_capacity(selected.len());
-        for entry in selected {
-            let skip = excluded.remove(entry.check.name());
-            if skip {
-                pending.push((entry, None));
-            } else if run_checks {
-                // Start every run before awaiting any: the checks run concurrently.
-                pending.push((entry, Some(entry.start(ctx, false))));
-            }
-        }
-        let unknown_excluded: Vec<String> = excluded.into_iter().map(str::to_owned).collect();
-
+        let (pending, unknown_excluded) = self.plan(request, |entry| {
+            // Start every run before awaiting any: the checks run concurrently.
+            run_checks.then(|| entry.start(ctx, false, started))
+        });
         let mut checks = Vec::with_capacity(pending.len());
         for (entry, pending) in pending {
             let report = match pending {
@@ -249,36 +240,118 @@ impl HealthRegistry {
             };
             checks.push(report);
         }
+        report(request, state, gate, checks, unknown_excluded, started)
+    }
 
-        let status = if !gate.passed || checks.iter().any(|c| c.status == HealthStatus::Fail) {
-            HealthStatus::Fail
-        } else if checks.iter().any(|c| c.status == HealthStatus::Warn) {
-            HealthStatus::Warn
+    /// The report [`run`](HealthRegistry::run) would give, if it can be had without
+    /// waiting: every check it needs has a fresh result in the cache (or the lifecycle
+    /// gate decides without running any). `None` otherwise, and nothing is started:
+    /// call `run` then. For servers that answer cached probes without a task or a boxed
+    /// future; the report is the same as `run`'s.
+    ///
+    /// ```
+    /// use terminus_core::health::{Check, CheckKind, HealthRegistry, LifecycleState, ProbeRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = HealthRegistry::new([Check::new("db", |_| async { Ok(None) }).readiness()])?;
+    /// let request = ProbeRequest::kind(CheckKind::Readiness);
+    /// assert!(registry.try_cached(&request, LifecycleState::serving()).is_none(), "never ran");
+    /// registry.run(&request, LifecycleState::serving()).await;
+    /// let report = registry.try_cached(&request, LifecycleState::serving()).unwrap();
+    /// assert!(report.checks[0].cached);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_cached(&self, request: &ProbeRequest, state: LifecycleState) -> Option<Report> {
+        let started = Instant::now();
+        self.start_background();
+        let (gate, run_checks) = request.gate(&state);
+        let mut checks = Vec::new();
+        let mut unknown_excluded = Vec::new();
+        if request.exclude.is_empty() {
+            // The common probe, built without the intermediate lists of `plan`: this is
+            // the path a probe flood takes, once per probe.
+            if run_checks {
+                let mut missing = false;
+                self.for_each_selected(request, |entry| match entry.cached(started) {
+                    Some(run) if !missing => checks.push(entry.report(&run, true)),
+                    _ => missing = true,
+                });
+                if missing {
+                    return None;
+                }
+            }
         } else {
-            HealthStatus::Pass
-        };
-        Report {
-            kind: request.probe_kind(),
-            status,
-            gate,
-            phase: state.phase,
-            checks,
-            unknown_excluded,
-            duration: started.elapsed(),
+            let pending;
+            (pending, unknown_excluded) =
+                self.plan(request, |entry| run_checks.then(|| entry.cached(started)));
+            checks.reserve(pending.len());
+            for (entry, cached) in pending {
+                let report = match cached {
+                    None => CheckReport::excluded(entry.check.name.clone(), entry.check.critical),
+                    Some(run) => entry.report(run?.as_ref(), true),
+                };
+                checks.push(report);
+            }
         }
+        Some(report(request, state, gate, checks, unknown_excluded, started))
+    }
+
+    /// The selected checks in registration order, each with what `begin` gives it (or
+    /// `None` when excluded; `begin` gives `None` to leave a check out), and the excluded
+    /// names that match none of them.
+    #[allow(clippy::type_complexity)]
+    fn plan<'a, T>(
+        &'a self,
+        request: &ProbeRequest,
+        mut begin: impl FnMut(&'a Arc<Entry>) -> Option<T>,
+    ) -> (Vec<(&'a Arc<Entry>, Option<T>)>, Vec<String>) {
+        let selected = self.select(request);
+        let mut pending = Vec::with_capacity(selected.len());
+        if request.exclude.is_empty() {
+            // The common probe: nothing excluded, no set to build.
+            for entry in selected {
+                if let Some(begun) = begin(entry) {
+                    pending.push((entry, Some(begun)));
+                }
+            }
+            return (pending, Vec::new());
+        }
+        let mut excluded: BTreeSet<&str> = request
+            .exclude
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !name.is_empty())
+            .collect();
+        for entry in selected {
+            if excluded.remove(entry.check.name()) {
+                pending.push((entry, None));
+            } else if let Some(begun) = begin(entry) {
+                pending.push((entry, Some(begun)));
+            }
+        }
+        let unknown_excluded = excluded.into_iter().map(str::to_owned).collect();
+        (pending, unknown_excluded)
     }
 
     fn select(&self, request: &ProbeRequest) -> Vec<&Arc<Entry>> {
+        let mut selected = Vec::new();
+        self.for_each_selected(request, |entry| selected.push(entry));
+        selected
+    }
+
+    /// Calls `f` with each check `request` selects, in registration order (in the
+    /// request's order for a list of names).
+    fn for_each_selected<'a>(&'a self, request: &ProbeRequest, mut f: impl FnMut(&'a Arc<Entry>)) {
         let entries = &self.inner.entries;
         match &request.selection {
-            Selection::Kind(kind) => entries.iter().filter(|e| e.check.is_kind(*kind)).collect(),
-            Selection::Checks(names) => names.iter().filter_map(|name| self.find(name)).collect(),
-            Selection::Single { name, .. } if name == LIFECYCLE_CHECK => Vec::new(),
-            Selection::Single { kind, name } => self
-                .find(name)
-                .filter(|entry| entry.check.is_kind(*kind))
-                .into_iter()
-                .collect(),
+            Selection::Kind(kind) => entries.iter().filter(|e| e.check.is_kind(*kind)).for_each(f),
+            Selection::Checks(names) => names.iter().filter_map(|name| self.find(name)).for_each(f),
+            Selection::Single { name, .. } if name == LIFECYCLE_CHECK => {}
+            Selection::Single { kind, name } => {
+                if let Some(entry) = self.find(name).filter(|entry| entry.check.is_kind(*kind)) {
+                    f(entry);
+                }
+            }
         }
     }
 }
@@ -288,6 +361,33 @@ impl fmt::Debug for HealthRegistry {
         f.debug_list()
             .entries(self.inner.entries.iter().map(|entry| &entry.check))
             .finish()
+    }
+}
+
+/// The overall verdict over the gate and the checks.
+fn report(
+    request: &ProbeRequest,
+    state: LifecycleState,
+    gate: Gate,
+    checks: Vec<CheckReport>,
+    unknown_excluded: Vec<String>,
+    started: Instant,
+) -> Report {
+    let status = if !gate.passed || checks.iter().any(|c| c.status == HealthStatus::Fail) {
+        HealthStatus::Fail
+    } else if checks.iter().any(|c| c.status == HealthStatus::Warn) {
+        HealthStatus::Warn
+    } else {
+        HealthStatus::Pass
+    };
+    Report {
+        kind: request.probe_kind(),
+        status,
+        gate,
+        phase: state.phase,
+        checks,
+        unknown_excluded,
+        duration: started.elapsed(),
     }
 }
 
@@ -325,18 +425,28 @@ fn validate(check: &Check) -> Result<(), ConfigError> {
 }
 
 impl Entry {
+    /// The last result, if still fresh at `now`.
+    fn fresh(&self, slot: &Slot, now: Instant) -> Option<Arc<Run>> {
+        let last = slot.last.as_ref()?;
+        // A background-refreshed check is always served from its slot.
+        let fresh = self.check.refresh_every.is_some()
+            || now.saturating_duration_since(last.finished) < self.check.cache_ttl;
+        fresh.then(|| Arc::clone(last))
+    }
+
+    /// A fresh cached result, or `None` (then `start` would wait or run).
+    fn cached(&self, now: Instant) -> Option<Arc<Run>> {
+        self.fresh(&lock(&self.slot), now)
+    }
+
     /// A fresh cached result, the run in progress, or a new run. `force` skips the cache
-    /// (background refresh) but still joins a run in progress.
-    fn start(self: &Arc<Self>, ctx: CheckContext, force: bool) -> Pending {
+    /// (background refresh) but still joins a run in progress. `now` is the probe's one
+    /// reading of the clock.
+    fn start(self: &Arc<Self>, ctx: CheckContext, force: bool, now: Instant) -> Pending {
         let mut slot = lock(&self.slot);
         if !force {
-            if let Some(last) = &slot.last {
-                // A background-refreshed check is always served from its slot.
-                let fresh =
-                    self.check.refresh_every.is_some() || last.finished.elapsed() < self.check.cache_ttl;
-                if fresh {
-                    return Pending::Done(Arc::clone(last), true);
-                }
+            if let Some(last) = self.fresh(&slot, now) {
+                return Pending::Done(last, true);
             }
         }
         if let Some(running) = &slot.running {
