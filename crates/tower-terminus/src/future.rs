@@ -93,7 +93,7 @@ where
                 Poll::Ready(Ok(response.map(|body| TerminusBody::tracked(body, guard))))
             }
             KindProj::Probe { future, .. } => {
-                let response = ready!(future.as_mut().poll(cx));
+                let response = ready!(Pin::new(future).poll(cx));
                 Poll::Ready(Ok(response.map(TerminusBody::full)))
             }
         }

@@ -453,15 +453,19 @@ impl TerminusLayerBuilder {
         TerminusLayer {
             shared: Arc::new(Shared {
                 controller: self.controller,
-                probes: Arc::new(ProbeRoutes {
-                    routes,
-                    case_insensitive: self.case_insensitive,
-                    per_check_paths: self.per_check_paths,
-                    headers: self.headers,
-                    render: self.render,
-                    fail_during_shutdown: self.fail_during_shutdown,
-                    on_failure_during_shutdown: self.on_failure_during_shutdown,
-                }),
+                probes: Arc::new(
+                    ProbeRoutes {
+                        routes,
+                        case_insensitive: self.case_insensitive,
+                        per_check_paths: self.per_check_paths,
+                        headers: self.headers,
+                        render: self.render,
+                        fail_during_shutdown: self.fail_during_shutdown,
+                        on_failure_during_shutdown: self.on_failure_during_shutdown,
+                        canned: Default::default(),
+                    }
+                    .prepared(),
+                ),
             }),
         }
     }

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -15,7 +16,48 @@ use terminus_core::ShutdownController;
 use crate::render::{self, ProbeFormat, RenderRequest, RenderSettings, CONTENT_TYPE_JSON, CONTENT_TYPE_TEXT};
 
 /// The answer to a probe, once the checks have run.
-pub(crate) type ProbeFuture = Pin<Box<dyn Future<Output = Response<Bytes>> + Send + 'static>>;
+///
+/// Most probes find every result they need fresh in the cache: they are answered on the
+/// spot, without boxing a future. Only a probe that must wait (a check to run, the
+/// shutdown hook) pays for the allocation.
+pub(crate) enum ProbeFuture {
+    /// The answer, taken by the first poll.
+    Ready(Option<Response<Bytes>>),
+    /// Checks or the shutdown hook still to wait for.
+    Waiting(Pin<Box<dyn Future<Output = Response<Bytes>> + Send + 'static>>),
+}
+
+impl Future for ProbeFuture {
+    type Output = Response<Bytes>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Bytes>> {
+        match self.get_mut() {
+            ProbeFuture::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(response),
+                // Polled again after `Ready`: the caller broke the `Future` contract.
+                // Answer a bare 500 rather than panic in the request path.
+                None => {
+                    let mut response = Response::new(Bytes::new());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    Poll::Ready(response)
+                }
+            },
+            ProbeFuture::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The terminus JSON answers that do not depend on the checks' results, rendered with
+/// their headers once, when the layer is built, and cloned (reference counts, no
+/// serialisation) for every probe that gets one: passing without any check info, and
+/// failing with reasons withheld and no check overriding the body.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Canned {
+    ok_body: Bytes,
+    ok_headers: HeaderMap,
+    error_body: Bytes,
+    error_headers: HeaderMap,
+}
 
 type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -56,6 +98,8 @@ pub(crate) struct ProbeRoutes {
     pub(crate) render: RenderSettings,
     pub(crate) fail_during_shutdown: bool,
     pub(crate) on_failure_during_shutdown: Option<Hook>,
+    /// Filled by [`ProbeRoutes::prepared`] from the settings above.
+    pub(crate) canned: Canned,
 }
 
 impl std::fmt::Debug for ProbeRoutes {
@@ -72,6 +116,36 @@ impl std::fmt::Debug for ProbeRoutes {
 }
 
 impl ProbeRoutes {
+    /// These routes with their [`Canned`] answers rendered: call once the settings are final.
+    pub(crate) fn prepared(mut self) -> ProbeRoutes {
+        // The same code renders them as renders every other answer, so they cannot
+        // differ from what a probe would have rendered itself.
+        let ok_body = render::canned(true, &self.render);
+        let error_body = render::canned(false, &self.render);
+        let ok_headers = self
+            .finish(self.render.status_ok, CONTENT_TYPE_JSON, ok_body.clone(), false)
+            .into_parts()
+            .0
+            .headers;
+        let error_headers = self
+            .finish(
+                self.render.status_error,
+                CONTENT_TYPE_JSON,
+                error_body.clone(),
+                false,
+            )
+            .into_parts()
+            .0
+            .headers;
+        self.canned = Canned {
+            ok_body,
+            ok_headers,
+            error_body,
+            error_headers,
+        };
+        self
+    }
+
     fn same(&self, route: &str, path: &str) -> bool {
         if self.case_insensitive {
             route.eq_ignore_ascii_case(path)
@@ -116,7 +190,7 @@ impl ProbeRoutes {
                 Bytes::from_static(br#"{"status":"error","error":"method not allowed"}"#),
                 false,
             );
-            return Box::pin(std::future::ready(response));
+            return ProbeFuture::Ready(Some(response));
         }
 
         let query = Query::parse(request.uri().query().unwrap_or(""));
@@ -140,23 +214,43 @@ impl ProbeRoutes {
             },
             Matched::Check(route, encoded) => {
                 let Target::Kind(kind) = route.target else {
-                    return Box::pin(std::future::ready(self.not_found(head)));
+                    return ProbeFuture::Ready(Some(self.not_found(head)));
                 };
                 let name = percent_decode(encoded);
                 let known = name == LIFECYCLE_CHECK || controller.health().contains_kind(kind, &name);
                 if !known {
-                    return Box::pin(std::future::ready(self.not_found(head)));
+                    return ProbeFuture::Ready(Some(self.not_found(head)));
                 }
                 let gate_only = name == LIFECYCLE_CHECK;
                 (route, ProbeRequest::single(kind, name), true, gate_only)
             }
         };
         let probe = query.exclude.into_iter().fold(probe, ProbeRequest::exclude);
+        let render_request = RenderRequest {
+            format,
+            name: &route.name,
+            verbose: query.verbose,
+            single,
+            show_gate,
+        };
+
+        // Every result fresh in the cache: answer now. A whole startup probe is left to
+        // the controller, which marks startup as done when it passes.
+        if probe.probe_kind() != Some(CheckKind::Startup) {
+            if let Some(report) = controller
+                .health()
+                .try_cached(&probe, controller.lifecycle_state())
+            {
+                if !self.runs_failure_hook(&report) {
+                    return ProbeFuture::Ready(Some(self.respond(&report, &render_request, head)));
+                }
+            }
+        }
 
         let routes = Arc::clone(self);
         let controller = controller.clone();
         let name = route.name.clone();
-        Box::pin(async move {
+        ProbeFuture::Waiting(Box::pin(async move {
             let report = controller.probe(&probe).await;
             routes.failure_during_shutdown(&report).await;
             let request = RenderRequest {
@@ -166,9 +260,34 @@ impl ProbeRoutes {
                 single,
                 show_gate,
             };
-            let rendered = render::render(&report, &request, &routes.render);
-            routes.finish(rendered.status, rendered.content_type, rendered.body, head)
-        })
+            routes.respond(&report, &request, head)
+        }))
+    }
+
+    /// The response to `report`: a canned answer when it has one, else rendered.
+    fn respond(&self, report: &Report, request: &RenderRequest<'_>, head: bool) -> Response<Bytes> {
+        if request.format == ProbeFormat::Terminus {
+            if let Some(passed) = render::is_canned(report, &self.render) {
+                let canned = &self.canned;
+                let (body, headers) = if passed {
+                    (&canned.ok_body, &canned.ok_headers)
+                } else {
+                    (&canned.error_body, &canned.error_headers)
+                };
+                // HEAD: the same status and headers (Content-Length included), no body.
+                let mut response = Response::new(if head { Bytes::new() } else { body.clone() });
+                *response.status_mut() = render::status_code(report, &self.render);
+                *response.headers_mut() = headers.clone();
+                return response;
+            }
+        }
+        let rendered = render::render(report, request, &self.render);
+        self.finish(rendered.status, rendered.content_type, rendered.body, head)
+    }
+
+    /// Whether answering `report` runs the `on_send_failure_during_shutdown` hook.
+    fn runs_failure_hook(&self, report: &Report) -> bool {
+        self.on_failure_during_shutdown.is_some() && !report.passed() && report.gate.shutting_down
     }
 
     /// terminus's `onSendFailureDuringShutdown`: runs before a probe answers a failure
@@ -177,7 +296,7 @@ impl ProbeRoutes {
         let Some(hook) = &self.on_failure_during_shutdown else {
             return;
         };
-        if report.passed() || !report.gate.shutting_down {
+        if !self.runs_failure_hook(report) {
             return;
         }
         let task = tokio::spawn(hook());
@@ -216,6 +335,8 @@ impl ProbeRoutes {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = status;
         let headers = response.headers_mut();
+        // Room for every header below, so the map is never grown while filling it.
+        headers.reserve(5 + self.headers.len());
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(

@@ -116,9 +116,37 @@ pub(crate) fn render(report: &Report, request: &RenderRequest<'_>, settings: &Re
     }
 }
 
+/// Whether `report`'s terminus JSON body is one of the two that depend on the settings
+/// alone: `Some(true)` for the passing body (no check returned info), `Some(false)` for
+/// the failing one (reasons withheld, no check overriding the body), `None` otherwise.
+/// [`canned`] renders them.
+pub(crate) fn is_canned(report: &Report, settings: &RenderSettings) -> Option<bool> {
+    if report.passed() {
+        return ran(report).all(|check| check.info.is_none()).then_some(true);
+    }
+    let plain = !settings.expose_reasons
+        && !settings.unsafe_stacks
+        && report
+            .deciding_error()
+            .and_then(|error| error.body_override())
+            .is_none();
+    plain.then_some(false)
+}
+
+/// The terminus JSON body [`is_canned`] stands for: what [`render`] gives any report
+/// with no info (passing) or nothing to add to the error body (failing).
+pub(crate) fn canned(passed: bool, settings: &RenderSettings) -> Bytes {
+    let body = if passed {
+        &settings.ok_body
+    } else {
+        &settings.error_body
+    };
+    Ordered::from(body).to_bytes()
+}
+
 /// 200 (or `status_ok`) for pass and warn; for fail the deciding check's own status
 /// when it is an error status, else `status_error`. Never a redirect.
-fn status_code(report: &Report, settings: &RenderSettings) -> StatusCode {
+pub(crate) fn status_code(report: &Report, settings: &RenderSettings) -> StatusCode {
     if report.passed() {
         return settings.status_ok;
     }
