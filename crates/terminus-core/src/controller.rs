@@ -340,8 +340,10 @@ impl Inner {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
+    /// One atomic load: `CancellationToken::is_cancelled` takes a lock, and this runs at
+    /// the end of every request. The phase changes to Draining before the token fires.
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.draining.is_cancelled()
+        self.phase().is_shutting_down()
     }
 
     fn startup_done(&self) -> bool {
