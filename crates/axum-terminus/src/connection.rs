@@ -13,6 +13,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Frame;
 use hyper::body::Incoming;
@@ -55,7 +56,7 @@ pub(crate) struct Connection {
     /// Set when the drain deadline cuts the connection: its socket fails from then on.
     cut: AtomicBool,
     /// The tasks waiting to read and to write on the socket, woken by a cut.
-    parked: Mutex<[Option<Waker>; 2]>,
+    parked: [AtomicWaker; 2],
 }
 
 #[derive(Default)]
@@ -113,7 +114,7 @@ impl Registry {
             requests: Mutex::new(Requests::default()),
             abort: OnceLock::new(),
             cut: AtomicBool::new(false),
-            parked: Mutex::new([None, None]),
+            parked: [AtomicWaker::new(), AtomicWaker::new()],
         });
         // Registered before the task starts, so Closing cannot miss it.
         lock(&self.connections).insert(id, Arc::clone(&connection));
@@ -243,18 +244,13 @@ impl Connection {
 
     /// Remembers the task waiting on the socket in `direction`, so that a cut can wake it.
     pub(crate) fn park(&self, direction: Direction, waker: &Waker) {
-        let mut parked = lock(&self.parked);
-        let slot = &mut parked[direction as usize];
-        if !slot.as_ref().is_some_and(|parked| parked.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
+        self.parked[direction as usize].register(waker);
     }
 
     fn cut(&self) {
         self.cut.store(true, Ordering::Release);
-        let wakers = std::mem::take(&mut *lock(&self.parked));
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
+        for parked in &self.parked {
+            parked.wake();
         }
     }
 }
@@ -350,9 +346,11 @@ where
     }
 }
 
-/// An HTTP/1.1 upgrade (`Upgrade` header) or an HTTP/2 extended CONNECT (RFC 8441).
+/// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
+/// those requests an `OnUpgrade`. Reading the (usually empty) extension map is cheaper
+/// than looking up a header.
 fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.method() == Method::CONNECT || request.headers().contains_key(http::header::UPGRADE)
+    request.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
 }
 
 /// Keeps a request listed as in flight on its connection until its body is dropped.
