@@ -452,7 +452,70 @@ fn accepts_health_json(headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use terminus_core::health::{Check, CheckError, HealthRegistry, LifecycleState};
+
     use super::*;
+
+    #[tokio::test]
+    async fn canned_bodies_are_what_rendering_the_report_gives() {
+        let settings = RenderSettings {
+            ok_body: serde_json::from_str(r#"{"up":true,"status":"fine"}"#).unwrap(),
+            error_body: serde_json::from_str(r#"{"down":1,"status":"bad"}"#).unwrap(),
+            ..RenderSettings::default()
+        };
+        let registry = HealthRegistry::new([
+            Check::new("ok", |_| async { Ok(None) }).readiness(),
+            Check::new("bad", |_| async { Err(CheckError::new("down")) }),
+        ])
+        .unwrap();
+        let request = RenderRequest {
+            format: ProbeFormat::Terminus,
+            name: "readyz",
+            verbose: false,
+            single: false,
+            show_gate: true,
+        };
+        for (names, passed) in [(["ok"], true), (["bad"], false)] {
+            let report = registry
+                .run(&ProbeRequest::checks(names), LifecycleState::serving())
+                .await;
+            assert_eq!(render::is_canned(&report, &settings), Some(passed));
+            let rendered = render::render(&report, &request, &settings);
+            assert_eq!(rendered.body, render::canned(passed, &settings));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_with_every_result_cached_is_answered_on_its_first_poll() {
+        use std::task::Waker;
+        use tower::{Layer, Service};
+
+        let controller = ShutdownController::builder()
+            .readiness(Check::new("db", |_| async { Ok(None) }))
+            .build()
+            .unwrap();
+        controller.mark_listeners_bound();
+        let app = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+        let mut service = crate::TerminusLayer::new(&controller).layer(app);
+        let readyz = || Request::get("/readyz").body(()).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+
+        let mut first = Box::pin(service.call(readyz()));
+        assert!(
+            first.as_mut().poll(&mut cx).is_pending(),
+            "the check has not run yet"
+        );
+        let first = first.await.unwrap();
+        let mut second = Box::pin(service.call(readyz()));
+        let Poll::Ready(second) = second.as_mut().poll(&mut cx) else {
+            panic!("a cached probe waited");
+        };
+        let second = second.unwrap();
+        assert_eq!(first.status(), second.status());
+        assert_eq!(first.headers(), second.headers());
+    }
 
     #[test]
     fn query_parsing_never_fails_and_ignores_garbage() {
