@@ -9,13 +9,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use axum_terminus::{Terminus, TerminusLayer};
+use axum_terminus::tower::TerminusService;
+use axum_terminus::{Layer, Terminus, TerminusLayer};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 /// The body our `/readyz` answers with when ready; `plain-probe` returns the same bytes.
 pub const READY_BODY: &str = r#"{"status":"ok"}"#;
@@ -76,11 +79,12 @@ pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
             let terminus = terminus_controller()?;
             // axum::serve does not tell the controller; readiness needs to know.
             terminus.mark_listeners_bound();
-            serve_bare(quickstart::router().layer(TerminusLayer::new(&terminus))).await
+            serve_layered_bare(TerminusLayer::new(&terminus).layer(quickstart::router())).await
         }
         Mode::Terminus => {
             let terminus = terminus_controller()?;
-            let app = quickstart::router().layer(TerminusLayer::new(&terminus));
+            // Around the whole app, as the README shows: probes before routing.
+            let app = TerminusLayer::new(&terminus).layer(quickstart::router());
             let listener = axum_terminus::bind("127.0.0.1:0", &terminus).await?;
             announce(&listener)?;
             let outcome = axum_terminus::serve(listener, app, &terminus).await;
@@ -108,6 +112,21 @@ async fn serve_bare(app: Router) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stream.set_nodelay(true);
     });
     axum::serve(listener, app)
+        .with_graceful_shutdown(sigterm())
+        .await?;
+    Ok(())
+}
+
+/// `axum::serve` for the app wrapped in the layer: the layer's cost alone. axum::serve
+/// wants `Response<Body>` and a make-service, hence the two adapters.
+async fn serve_layered_bare(app: TerminusService<Router>) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    announce(&listener)?;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    let app = ServiceExt::<Request>::map_response(app, IntoResponse::into_response);
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(sigterm())
         .await?;
     Ok(())

@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use axum_terminus::{Terminus, TerminusLayer};
+//! use axum_terminus::{Layer, Terminus, TerminusLayer};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
@@ -34,9 +34,9 @@
 //!         .from_env()? // TERMINUS_DRAIN_DELAY=5s, TERMINUS_DRAIN_TIMEOUT=20s, ...
 //!         .on_shutdown("close pool", || async { Ok(()) })
 //!         .build()?;
-//!     let app = Router::new()
-//!         .route("/", get(|| async { "hello" }))
-//!         .layer(TerminusLayer::new(&terminus));
+//!     let router = Router::new().route("/", get(|| async { "hello" }));
+//!     // Around the whole app, so probes are answered before routing.
+//!     let app = TerminusLayer::new(&terminus).layer(router);
 //!     let listener = axum_terminus::bind("0.0.0.0:3000", &terminus).await?;
 //!     let outcome = axum_terminus::serve(listener, app, &terminus).await;
 //!     Ok(outcome.exit_code())
@@ -67,6 +67,9 @@ pub use terminus_core::{
     CancellationToken, Config, ConfigError, Drain, ExitCodePolicy, Forced, NoConnections, Outcome, Phase,
     ShutdownController, ShutdownReason, Signal,
 };
+/// tower's `Layer` trait, so that `TerminusLayer::new(&terminus).layer(app)` needs no
+/// other import.
+pub use tower_layer::Layer;
 pub use tower_terminus::{ProbeKind, TerminusLayer, TerminusLayerBuilder};
 
 /// The lifecycle crate, for everything not re-exported here.

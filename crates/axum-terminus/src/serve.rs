@@ -34,13 +34,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
-/// use axum_terminus::{Terminus, TerminusLayer};
+/// use axum_terminus::{Layer, Terminus, TerminusLayer};
 ///
 /// # async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder().from_env()?.build()?;
-/// let app = Router::new()
-///     .route("/", get(|| async { "hello" }))
-///     .layer(TerminusLayer::new(&terminus));
+/// let app = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
 /// let listener = axum_terminus::bind("127.0.0.1:3000", &terminus).await?;
 /// let outcome = axum_terminus::serve(listener, app, &terminus).await;
 /// Ok(outcome.exit_code())

@@ -16,7 +16,7 @@ use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
 use axum_terminus::core::Builder;
-use axum_terminus::{Server, TerminusLayer};
+use axum_terminus::{Layer, Server, TerminusLayer};
 use serde::Deserialize;
 
 /// The public routes, without the terminus layer.
@@ -58,7 +58,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     println!("admin-port listening on http://{}", public.local_addr()?);
     println!("admin probes on http://{}", admin.local_addr()?);
     let outcome = Server::new(&terminus)
-        .listener(public, public_router().layer(TerminusLayer::new(&terminus)))
+        .listener(public, TerminusLayer::new(&terminus).layer(public_router()))
         .admin_listener(admin)
         .run()
         .await;

@@ -21,7 +21,7 @@ use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
 use axum_terminus::core::{health::checks, Builder};
-use axum_terminus::TerminusLayer;
+use axum_terminus::{Layer, TerminusLayer};
 use serde::Deserialize;
 
 /// The application's routes, without the terminus layer.
@@ -104,7 +104,8 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     };
     let terminus = builder.from_env()?.build()?;
 
-    let app = router().layer(TerminusLayer::new(&terminus));
+    // Around the whole app: probes are answered before routing.
+    let app = TerminusLayer::new(&terminus).layer(router());
     let listener = match axum_terminus::bind(format!("{host}:{port}"), &terminus).await {
         Ok(listener) => listener,
         Err(error) => {

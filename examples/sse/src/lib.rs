@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use axum_terminus::core::Builder;
-use axum_terminus::{sse, Terminus, TerminusLayer};
+use axum_terminus::{sse, Layer, Terminus, TerminusLayer};
 use futures_util::stream;
 use serde::Deserialize;
 
@@ -57,7 +57,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
     let terminus = builder.from_env()?.build()?;
 
-    let app = router(&terminus).layer(TerminusLayer::new(&terminus));
+    let app = TerminusLayer::new(&terminus).layer(router(&terminus));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("sse listening on http://{}", listener.local_addr()?);
     let outcome = axum_terminus::serve(listener, app, &terminus).await;

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_terminus::core::Builder;
 use axum_terminus::ws::{Message, Upgrade, WebSocketDrain};
-use axum_terminus::TerminusLayer;
+use axum_terminus::{Layer, TerminusLayer};
 use tokio::sync::broadcast;
 
 /// What the client receives just before the 1001 Close.
@@ -73,7 +73,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let terminus = builder.from_env()?.build()?;
 
     let sockets = WebSocketDrain::new(&terminus).reconnect_message(Message::text(RECONNECT_MESSAGE));
-    let app = router(sockets).layer(TerminusLayer::new(&terminus));
+    let app = TerminusLayer::new(&terminus).layer(router(sockets));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("websocket-chat listening on http://{}", listener.local_addr()?);
     let outcome = axum_terminus::serve(listener, app, &terminus).await;
