@@ -121,8 +121,11 @@ impl ShutdownController {
             }
         }
         if forced.is_some() {
-            connections_cut = drain.force_close();
+            // Tasks first: cutting a connection wakes whatever waits on its socket (an
+            // upgraded WebSocket session, say), which could then finish on another worker
+            // before being counted. An aborted task never runs again, so it is reported.
             tasks_cut = inner.tracked.abort_all();
+            connections_cut = drain.force_close();
             tracing::warn!(
                 target: "terminus",
                 cause = ?forced,
