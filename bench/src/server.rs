@@ -79,12 +79,12 @@ pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
             let terminus = terminus_controller()?;
             // axum::serve does not tell the controller; readiness needs to know.
             terminus.mark_listeners_bound();
-            serve_layered_bare(TerminusLayer::new(&terminus).layer(quickstart::router())).await
+            serve_layered_bare(TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()))).await
         }
         Mode::Terminus => {
             let terminus = terminus_controller()?;
             // Around the whole app, as the README shows: probes before routing.
-            let app = TerminusLayer::new(&terminus).layer(quickstart::router());
+            let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
             let listener = axum_terminus::bind("127.0.0.1:0", &terminus).await?;
             announce(&listener)?;
             let outcome = axum_terminus::serve(listener, app, &terminus).await;

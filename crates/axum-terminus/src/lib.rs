@@ -36,7 +36,7 @@
 //!         .build()?;
 //!     let router = Router::new().route("/", get(|| async { "hello" }));
 //!     // Around the whole app, so probes are answered before routing.
-//!     let app = TerminusLayer::new(&terminus).layer(router);
+//!     let app = TerminusLayer::new(&terminus).layer(router.with_state(())); // routes built once
 //!     let listener = axum_terminus::bind("0.0.0.0:3000", &terminus).await?;
 //!     let outcome = axum_terminus::serve(listener, app, &terminus).await;
 //!     Ok(outcome.exit_code())

@@ -104,8 +104,10 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     };
     let terminus = builder.from_env()?.build()?;
 
-    // Around the whole app: probes are answered before routing.
-    let app = TerminusLayer::new(&terminus).layer(router());
+    // Around the whole app: probes are answered before routing. `with_state(())` turns
+    // the handlers into routes once, as axum::serve does; a Router called as a plain
+    // tower service would otherwise convert them on every request.
+    let app = TerminusLayer::new(&terminus).layer(router().with_state(()));
     let listener = match axum_terminus::bind(format!("{host}:{port}"), &terminus).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -57,7 +57,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
     let terminus = builder.from_env()?.build()?;
 
-    let app = TerminusLayer::new(&terminus).layer(router(&terminus));
+    let app = TerminusLayer::new(&terminus).layer(router(&terminus).with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("sse listening on http://{}", listener.local_addr()?);
     let outcome = axum_terminus::serve(listener, app, &terminus).await;

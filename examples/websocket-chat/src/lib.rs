@@ -73,7 +73,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let terminus = builder.from_env()?.build()?;
 
     let sockets = WebSocketDrain::new(&terminus).reconnect_message(Message::text(RECONNECT_MESSAGE));
-    let app = TerminusLayer::new(&terminus).layer(router(sockets));
+    let app = TerminusLayer::new(&terminus).layer(router(sockets).with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("websocket-chat listening on http://{}", listener.local_addr()?);
     let outcome = axum_terminus::serve(listener, app, &terminus).await;
