@@ -156,7 +156,8 @@ pub struct Report {
     pub checks: Vec<CheckReport>,
     /// Names the request asked to exclude that match no check of this probe, sorted.
     pub unknown_excluded: Vec<String>,
-    /// How long the probe took.
+    /// How long the probe took; zero for a report served whole from the cache by
+    /// [`HealthRegistry::try_cached`](crate::health::HealthRegistry::try_cached).
     pub duration: Duration,
 }
 
