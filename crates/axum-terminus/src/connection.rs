@@ -399,7 +399,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Poll::Ready(ready!(self.project().inner.poll_frame(cx)))
+        self.project().inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

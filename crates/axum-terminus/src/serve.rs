@@ -20,8 +20,8 @@ use tower_service::Service;
 
 use crate::connection::Registry;
 
-/// The error type of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// The error type of response bodies (the same as the hooks').
+pub use terminus_core::BoxError;
 
 /// Serves `service` (an axum `Router`, usually with a
 /// [`TerminusLayer`](crate::TerminusLayer)) on `listener` until the controller's

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -138,10 +138,10 @@ impl TrackedTasks {
         cut
     }
 
+    /// The map is only inserted into, removed from and drained, so it stays whole even
+    /// if a holder panicked: `controller::lock` ignores the poison.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
-        // The map is only inserted into and drained; a panic elsewhere cannot leave it
-        // half-updated, so a poisoned lock is still safe to use.
-        self.aborts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::controller::lock(&self.aborts)
     }
 }
 
