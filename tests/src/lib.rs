@@ -3,6 +3,8 @@
 
 pub mod haproxy;
 pub mod loadgen;
+pub mod logs;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,6 @@
+//! Clients that speak the protocols by hand, for the edges real clients smooth over:
+//! [`h1`] tells a refused connect from a reset from a close without a response, and
+//! [`h2`] is an HTTP/2 peer that can stop at any step of the protocol.
+
+pub mod h1;
+pub mod h2;
