@@ -15,8 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use axum_terminus::tower::TerminusService;
+use axum_terminus::TerminusService;
 use axum_terminus::{Layer, Terminus, TerminusLayer};
+use terminus_core::server::ServerExt;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -77,7 +78,7 @@ pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
         Mode::PlainProbe => serve_bare(quickstart::router().route("/readyz", get(plain_probe))).await,
         Mode::Layer => {
             let terminus = terminus_controller()?;
-            // axum::serve does not tell the controller; readiness needs to know.
+            // axum::serve does not tell the `Terminus`; readiness needs to know.
             terminus.mark_listeners_bound();
             serve_layered_bare(TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()))).await
         }

@@ -10,6 +10,7 @@
 //! called exactly when the path is not a probe path.
 #![no_main]
 
+use terminus_core::server::ServerExt as _;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -20,7 +21,7 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Vers
 use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use terminus_core::health::{Check, CheckError};
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tower::{service_fn, ServiceExt};
 use tower_layer::Layer;
 use tower_terminus::TerminusLayer;
@@ -32,7 +33,7 @@ static INNER_CALLS: AtomicUsize = AtomicUsize::new(0);
 struct World {
     runtime: tokio::runtime::Runtime,
     /// Indexed by phase: starting, serving, draining.
-    controllers: [ShutdownController; 3],
+    controllers: [Terminus; 3],
 }
 
 fn world() -> &'static World {
@@ -44,7 +45,7 @@ fn world() -> &'static World {
             .expect("a runtime");
         // Built outside the runtime: no signal handlers in the fuzzer's process.
         let controller = || {
-            ShutdownController::builder()
+            Terminus::builder()
                 .readiness(Check::new("db", |_| async { Ok(None) }))
                 .liveness(Check::new("disk", |_| async { Err(CheckError::new("disk full")) }).non_critical())
                 .readiness(

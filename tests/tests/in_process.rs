@@ -3,9 +3,10 @@
 //! controllers in one process.
 
 use std::time::{Duration, Instant};
+use terminus_core::server::ServerExt as _;
 
 use axum::Router;
-use axum_terminus::{NoConnections, Phase, Terminus, TerminusLayer};
+use axum_terminus::{Phase, Terminus, TerminusLayer};
 use http::StatusCode;
 use terminus_tests::{get as http_get, H1};
 use tokio::net::TcpListener;
@@ -52,7 +53,7 @@ async fn shutdown_signal_lets_axum_serve_drain_after_the_delay() {
         started.elapsed() >= Duration::from_millis(600),
         "not before the drain delay"
     );
-    let outcome = tokio::time::timeout(Duration::from_secs(10), terminus.run(NoConnections))
+    let outcome = tokio::time::timeout(Duration::from_secs(10), terminus.outcome())
         .await
         .expect("the lifecycle finishes");
     assert!(outcome.is_graceful());

@@ -174,11 +174,14 @@ async fn endless_stream_is_cut_at_drain_timeout_and_exit_is_bounded() {
     );
     assert!(ended, "the client saw the connection end");
     let cut = server
-        .wait_for_log(&["connection cut at the drain deadline"], Duration::from_secs(1))
+        .wait_for_log(&["request cut at the drain deadline"], Duration::from_secs(1))
         .await
-        .expect("one warn event per cut connection");
+        .expect("one warn event per cut request");
     assert!(
-        cut.contains("WARN") && cut.contains("GET /stream") && cut.contains("peer=127.0.0.1:"),
+        cut.contains("WARN")
+            && cut.contains("method=GET")
+            && cut.contains("path=/stream")
+            && cut.contains("peer=127.0.0.1:"),
         "{cut}"
     );
 }

@@ -9,13 +9,14 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use terminus_core::server::ServerExt as _;
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use terminus_core::health::{Check, CheckError};
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tower::{service_fn, ServiceExt};
 use tower_layer::Layer;
 use tower_terminus::TerminusLayer;
@@ -170,8 +171,8 @@ fn input() -> impl Strategy<Value = Input> {
 /// A controller with a passing readiness check, a failing liveness check that is not
 /// critical, and one of each outcome a check can have, in the given phase. Built outside
 /// the runtime, so no signal handlers are installed.
-fn controller(state: State) -> ShutdownController {
-    let controller = ShutdownController::builder()
+fn controller(state: State) -> Terminus {
+    let controller = Terminus::builder()
         .readiness(Check::new("db", |_| async { Ok(None) }))
         .liveness(Check::new("disk", |_| async { Err(CheckError::new("disk full")) }).non_critical())
         .readiness(Check::new("cache", |_| async { Err(CheckError::new("cache down")) }).non_critical())

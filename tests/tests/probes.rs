@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use terminus_core::server::ServerExt as _;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -18,7 +19,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use terminus_core::health::{checks, Check, CheckError};
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use terminus_tests::{LayeredApp, Reply};
 use tokio::net::{TcpListener, TcpStream};
 use tower_terminus::{ProbeFormat, TerminusLayer};
@@ -27,12 +28,10 @@ use tower_terminus::{ProbeFormat, TerminusLayer};
 const REQUEST_BOUND: Duration = Duration::from_secs(10);
 
 /// A serving controller with `checks`.
-fn serving(checks: impl IntoIterator<Item = Check>) -> ShutdownController {
+fn serving(checks: impl IntoIterator<Item = Check>) -> Terminus {
     let controller = checks
         .into_iter()
-        .fold(ShutdownController::builder(), |builder, check| {
-            builder.check(check)
-        })
+        .fold(Terminus::builder(), |builder, check| builder.check(check))
         .build()
         .unwrap();
     controller.mark_listeners_bound();
@@ -449,7 +448,7 @@ async fn a_flood_of_100_concurrent_probes_runs_the_check_once() {
 async fn startup_checks_hold_readiness_until_they_pass() {
     let warm = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&warm);
-    let controller = ShutdownController::builder()
+    let controller = Terminus::builder()
         .startup(
             Check::new("cache-warm", move |_| {
                 let warm = flag.load(Ordering::SeqCst);
@@ -486,10 +485,7 @@ async fn startup_checks_hold_readiness_until_they_pass() {
 
 #[tokio::test]
 async fn liveness_passes_while_draining_and_fails_after_a_fatal_error() {
-    let controller = ShutdownController::builder()
-        .shutdown_on_fatal(false)
-        .build()
-        .unwrap();
+    let controller = Terminus::builder().shutdown_on_fatal(false).build().unwrap();
     controller.mark_listeners_bound();
     let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     controller.shutdown("deploy");
@@ -523,7 +519,7 @@ async fn the_tcp_check_flips_readiness_when_its_dependency_stops() {
 
 #[test]
 fn invalid_probe_configuration_fails_at_build_naming_the_field() {
-    let controller = ShutdownController::builder().check(ok("db")).build().unwrap();
+    let controller = Terminus::builder().check(ok("db")).build().unwrap();
     let field = |builder: tower_terminus::TerminusLayerBuilder| builder.build().unwrap_err().field();
     assert_eq!(
         field(TerminusLayer::builder(&controller).readiness_path("readyz")),
@@ -557,13 +553,13 @@ fn invalid_probe_configuration_fails_at_build_naming_the_field() {
         ),
         "custom_path"
     );
-    let error = ShutdownController::builder()
+    let error = Terminus::builder()
         .check(ok("db"))
         .check(ok("db"))
         .build()
         .unwrap_err();
     assert_eq!(error.field(), "check.name");
-    let error = ShutdownController::builder()
+    let error = Terminus::builder()
         .check(ok("db").timeout(Duration::ZERO))
         .build()
         .unwrap_err();

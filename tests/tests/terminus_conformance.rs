@@ -29,6 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use terminus_core::server::ServerExt as _;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -36,8 +37,8 @@ use http_body_util::Full;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use terminus_core::health::{Check, CheckContext, CheckError};
-use terminus_core::{ExitCodePolicy, NoConnections, ShutdownController, Signal};
+use terminus_core::health::{Causes, Check, CheckContext, CheckError};
+use terminus_core::{ExitCodePolicy, NoConnections, Signal, Terminus};
 use terminus_tests::{LayeredApp, Reply};
 use tokio::net::TcpStream;
 use tower_terminus::{TerminusLayer, TerminusLayerBuilder};
@@ -92,8 +93,8 @@ fn terminus(
     check: Check,
     path: &str,
     options: impl FnOnce(TerminusLayerBuilder) -> TerminusLayerBuilder,
-) -> (ShutdownController, TerminusLayer) {
-    let controller = ShutdownController::builder()
+) -> (Terminus, TerminusLayer) {
+    let controller = Terminus::builder()
         .drain_delay(Duration::from_secs(1))
         .check(check)
         .build()
@@ -163,7 +164,7 @@ fn error_messages() -> Value {
 
 #[tokio::test]
 async fn but_keeps_all_the_other_endpoints() {
-    let controller = ShutdownController::builder().build().unwrap();
+    let controller = Terminus::builder().build().unwrap();
     controller.mark_listeners_bound();
     let server = LayeredApp::start(TerminusLayer::new(&controller)).await;
     let reply = fetch(server.addr, "/").await;
@@ -889,13 +890,15 @@ async fn standalone_child() {
         }
         "useExit0" => (vec![Signal::Term], Signal::Term, None, false, argument == "true"),
         "multiserver" => {
-            let servers: Vec<ShutdownController> = (1..=3)
+            let servers: Vec<Terminus> = (1..=3)
                 .map(|n| {
-                    let controller = ShutdownController::builder()
+                    let controller = Terminus::builder()
                         .signals([Signal::Term])
                         .on_signal("print", hook(format!("server{n}:onSignal")))
                         .build()
                         .unwrap();
+                    // terminus listens from `createTerminus`; here, from this call.
+                    controller.listen_for_signals();
                     controller.mark_listeners_bound();
                     controller
                 })
@@ -909,7 +912,7 @@ async fn standalone_child() {
         }
         other => panic!("unknown standalone script {other}"),
     };
-    let mut builder = ShutdownController::builder()
+    let mut builder = Terminus::builder()
         .signals(signals)
         .exit_code_policy(ExitCodePolicy::from_use_exit0(use_exit0));
     if let Some(line) = on_signal {
@@ -919,6 +922,8 @@ async fn standalone_child() {
         builder = builder.on_shutdown("print", hook("on-shutdown-runs".to_owned()));
     }
     let controller = builder.build().unwrap();
+    // terminus listens from `createTerminus`; here, from this call.
+    controller.listen_for_signals();
     controller.mark_listeners_bound();
     kill_self(signal);
     let outcome = controller.run(NoConnections).await;
@@ -1063,8 +1068,9 @@ fn saves_the_cause() {
         std::io::Error::other("some error"),
         std::io::Error::other("some other error"),
     ]);
-    assert_eq!(
-        error.causes_json(false),
-        Some(json!([{ "message": "some error" }, { "message": "some other error" }]))
-    );
+    let Some(Causes::Errors(causes)) = error.causes() else {
+        panic!("the causes were not saved: {error:?}");
+    };
+    let messages: Vec<&str> = causes.iter().map(|cause| cause.message()).collect();
+    assert_eq!(messages, ["some error", "some other error"]);
 }

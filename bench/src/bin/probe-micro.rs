@@ -21,6 +21,7 @@ use axum_terminus::{Terminus, TerminusLayer};
 use http_body_util::BodyExt;
 use terminus_bench::checks::with_readiness_checks;
 use terminus_bench::server::READY_BODY;
+use terminus_core::server::ServerExt;
 use tower::ServiceExt;
 
 fn main() -> ExitCode {

@@ -24,19 +24,19 @@
 
 use axum::http::StatusCode;
 use axum::Router;
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tower_terminus::TerminusLayer;
 
 /// The probe layer of the admin listener: the default probe paths, with failure
 /// reasons in the bodies ([`expose_failure_reasons`](crate::TerminusLayerBuilder::expose_failure_reasons)),
 /// which a public port withholds. For other settings, build a layer and pass it to
 /// [`admin_router`].
-pub fn admin_layer(controller: &ShutdownController) -> TerminusLayer {
-    TerminusLayer::builder(controller)
+pub fn admin_layer(terminus: &Terminus) -> TerminusLayer {
+    TerminusLayer::builder(terminus)
         .expose_failure_reasons(true)
         .build()
         // Only paths and headers can be invalid, and these are the defaults.
-        .unwrap_or_else(|_| TerminusLayer::new(controller))
+        .unwrap_or_else(|_| TerminusLayer::new(terminus))
 }
 
 /// A router that answers the probes of `layer` and `404 Not Found` to everything
@@ -62,13 +62,14 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http::Request;
+    use terminus_core::server::ServerExt;
     use tower::ServiceExt;
 
     #[tokio::test]
     async fn admin_router_answers_probes_and_nothing_else() {
-        let controller = ShutdownController::builder().build().unwrap();
-        controller.mark_listeners_bound();
-        let admin = admin_router(admin_layer(&controller));
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.mark_listeners_bound();
+        let admin = admin_router(admin_layer(&terminus));
         let ready = admin
             .clone()
             .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
@@ -81,7 +82,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other.status(), StatusCode::NOT_FOUND);
-        controller.shutdown("test");
+        terminus.shutdown("test");
         let ready = admin
             .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
             .await
@@ -100,11 +101,11 @@ mod tests {
 
     #[tokio::test]
     async fn admin_layer_exposes_the_failure_reason_that_the_default_layer_withholds() {
-        let controller = ShutdownController::builder().build().unwrap();
-        controller.mark_listeners_bound();
-        controller.shutdown("test");
-        let public = readyz_verbose(admin_router(TerminusLayer::new(&controller))).await;
-        let admin = readyz_verbose(admin_router(admin_layer(&controller))).await;
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.mark_listeners_bound();
+        terminus.shutdown("test");
+        let public = readyz_verbose(admin_router(TerminusLayer::new(&terminus))).await;
+        let admin = readyz_verbose(admin_router(admin_layer(&terminus))).await;
         assert!(admin.contains("[-]lifecycle failed: shutting down"), "{admin}");
         assert!(
             public.contains("[-]lifecycle failed: reason withheld"),

@@ -1,77 +1,24 @@
-//! The connection registry: every accepted connection, what it is doing, and how to
-//! ask it to close (gracefully or not).
+//! One connection's shared state, and the registry of every open connection.
+//!
+//! A connection is served by one task (see `serve_connection.rs`). Others need to
+//! reach it: the registry when the phase changes or the drain deadline passes, a
+//! request ending, the clock's sweep when a timeout expires. They do it through the
+//! [`Connection`], which records what the connection is doing (requests in flight, a
+//! request head arriving, an upgrade) and wakes its task. The task then reads the
+//! phase from the `Terminus` and decides; nothing here keeps a copy of the phase.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::task::{ready, Context, Poll, Waker};
-use std::time::Instant;
+use std::task::Waker;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::{Method, Request, Response, Uri, Version};
-use http_body::Frame;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use pin_project_lite::pin_project;
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
-use tower_service::Service;
 
-use crate::io::{Direction, TrackedIo};
-use crate::serve::BoxError;
-
-/// Every open connection of a server, across all its listeners.
-#[derive(Default)]
-pub(crate) struct Registry {
-    /// Insert `ConnectInfo<SocketAddr>` into every request, not only upgrades.
-    connect_info: bool,
-    next_id: AtomicU64,
-    connections: Mutex<HashMap<u64, Arc<Connection>>>,
-    empty: Notify,
-    /// Draining began: HTTP/2 connections should get GOAWAY.
-    draining: AtomicBool,
-    /// Closing began: every connection should shut down gracefully.
-    closing: AtomicBool,
-}
-
-/// One connection's shared state.
-pub(crate) struct Connection {
-    peer: SocketAddr,
-    accepted: Instant,
-    /// Set by the first HTTP/2 request: only those connections get GOAWAY at Draining.
-    http2: AtomicBool,
-    /// Wakes the connection task to re-check whether it should shut down.
-    wake: Notify,
-    requests: Mutex<Requests>,
-    abort: OnceLock<AbortHandle>,
-    /// Set when the drain deadline cuts the connection: its socket fails from then on.
-    cut: AtomicBool,
-    /// The tasks waiting to read and to write on the socket, woken by a cut.
-    parked: [AtomicWaker; 2],
-}
-
-#[derive(Default)]
-struct Requests {
-    next_id: u64,
-    active: Vec<ActiveRequest>,
-}
-
-/// What a cut reports about a request: its method and path. (Its age would cost a
-/// clock read per request; the connection's age is reported instead.)
-struct ActiveRequest {
-    id: u64,
-    method: Method,
-    uri: Uri,
-}
+use crate::clock::{Clock, Tick};
 
 /// Locks data that stays consistent even if a holder panicked: every critical
 /// section is one insert, remove or read.
@@ -79,12 +26,286 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The wire protocol, known from the first bytes (the HTTP/2 preface) or from the
+/// server's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Protocol {
+    /// Not known yet: nothing has been read.
+    Unknown = 0,
+    Http1 = 1,
+    Http2 = 2,
+}
+
+impl Protocol {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// Who is on the other end: an IP address, or a name (a Unix socket's path).
+#[derive(Clone, Debug)]
+pub(crate) enum Peer {
+    Ip(SocketAddr),
+    Named(Box<str>),
+}
+
+impl Peer {
+    /// The peer of a listener's address type: an IP address when it is one; for a Unix
+    /// socket, its path (or the listener's, since clients are usually unnamed); else
+    /// the address's `Debug` form.
+    pub(crate) fn of<A: fmt::Debug + 'static>(addr: &A, listener: &str) -> Peer {
+        let any: &dyn std::any::Any = addr;
+        if let Some(ip) = any.downcast_ref::<SocketAddr>() {
+            return Peer::Ip(*ip);
+        }
+        #[cfg(unix)]
+        if let Some(unix) = any.downcast_ref::<tokio::net::unix::SocketAddr>() {
+            return Peer::Named(match unix.as_pathname() {
+                Some(path) => format!("unix:{}", path.display()).into(),
+                None => format!("unix:{listener}").into(),
+            });
+        }
+        Peer::Named(format!("{addr:?}").into())
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(addr) => addr.fmt(f),
+            Peer::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One connection's shared state.
+pub(crate) struct Connection {
+    pub(crate) peer: Peer,
+    pub(crate) accepted: Tick,
+    pub(crate) clock: Arc<Clock>,
+    protocol: AtomicU8,
+    /// Requests whose response has not ended yet.
+    in_flight: AtomicUsize,
+    /// When `in_flight` last fell to zero (the accept, before any request).
+    idle_since: AtomicU64,
+    /// The last write found the socket full: a response is still on its way to a
+    /// client that does not read. Not idle, whatever `in_flight` says.
+    write_blocked: AtomicBool,
+    /// HTTP/1 (and before the protocol is known): when the request head now arriving
+    /// began, or [`Tick::NONE`] between requests. The header-read timeout runs from it.
+    head_since: AtomicU64,
+    /// An upgrade (WebSocket) was asked for on this connection.
+    upgrade_requested: AtomicBool,
+    /// The task serving the connection ended while its socket lives on: upgraded.
+    task_done: AtomicBool,
+    /// Something the task must look at: the phase changed, a request ended, a timeout.
+    attention: AtomicBool,
+    /// The sweep found a timeout expired: the task closes the connection.
+    expired: AtomicBool,
+    /// Closing asked this idle connection to close: reads bypass the reactor (see `io.rs`).
+    closing_read: AtomicBool,
+    /// Set when the drain deadline cuts the connection: its socket fails from then on.
+    cut: AtomicBool,
+    task: AtomicWaker,
+    /// The tasks waiting to read and to write on an upgraded socket, woken by a cut.
+    parked: [AtomicWaker; 2],
+    abort: OnceLock<AbortHandle>,
+}
+
+impl Connection {
+    pub(crate) fn new(peer: Peer, clock: Arc<Clock>) -> Connection {
+        let accepted = clock.now();
+        Connection {
+            peer,
+            accepted,
+            clock,
+            protocol: AtomicU8::new(Protocol::Unknown as u8),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(accepted.0),
+            write_blocked: AtomicBool::new(false),
+            // The first head (or the HTTP/2 preface) is timed from the accept.
+            head_since: AtomicU64::new(accepted.0),
+            upgrade_requested: AtomicBool::new(false),
+            task_done: AtomicBool::new(false),
+            attention: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            closing_read: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            parked: [AtomicWaker::new(), AtomicWaker::new()],
+            abort: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self.protocol.load(Ordering::Acquire) {
+            1 => Protocol::Http1,
+            2 => Protocol::Http2,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    pub(crate) fn set_protocol(&self, protocol: Protocol) {
+        self.protocol.store(protocol as u8, Ordering::Release);
+        if protocol == Protocol::Http2 {
+            // HTTP/2 has no request heads to time once the preface is in.
+            self.head_since.store(Tick::NONE.0, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A request head arrived and the application is called.
+    pub(crate) fn request_started(&self, upgrade: bool) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_since.store(Tick::NONE.0, Ordering::Release);
+        if upgrade {
+            self.upgrade_requested.store(true, Ordering::Release);
+        }
+        // The task decides whether this request is the connection's last.
+        self.notify();
+    }
+
+    /// A response ended (or was dropped).
+    pub(crate) fn request_ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle_since.store(self.clock.now().0, Ordering::Release);
+            self.notify();
+        }
+    }
+
+    /// When the connection last had nothing in flight.
+    pub(crate) fn idle_since(&self) -> Tick {
+        Tick(self.idle_since.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_write_blocked(&self, blocked: bool) {
+        // Most writes find it clear and leave it so: a load, no store.
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Release);
+        }
+    }
+
+    /// Bytes came in. Between requests on HTTP/1 they begin the next head: time it.
+    pub(crate) fn bytes_arrived(&self) {
+        if self.head_since.load(Ordering::Relaxed) == Tick::NONE.0
+            && self.protocol() == Protocol::Http1
+            && self.in_flight.load(Ordering::Relaxed) == 0
+        {
+            self.head_since.store(self.clock.now().0, Ordering::Release);
+        }
+    }
+
+    /// When the head now arriving began, if one is.
+    pub(crate) fn head_since(&self) -> Option<Tick> {
+        Some(Tick(self.head_since.load(Ordering::Acquire))).filter(|tick| *tick != Tick::NONE)
+    }
+
+    /// Something would be lost by closing the connection now: a request or an upgraded
+    /// session in flight, or a response still being written to a slow reader. (Half a
+    /// request head is not: no request has arrived yet.)
+    pub(crate) fn is_busy(&self) -> bool {
+        self.in_flight() > 0 || self.is_upgraded() || self.write_blocked.load(Ordering::Acquire)
+    }
+
+    /// A WebSocket (or other upgraded session) lives on this connection.
+    pub(crate) fn is_upgraded(&self) -> bool {
+        self.task_done.load(Ordering::Acquire)
+            || (self.protocol() == Protocol::Http2 && self.upgrade_requested.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn task_finished(&self) {
+        self.task_done.store(true, Ordering::Release);
+    }
+
+    /// Asks the task to look at the phase and the connection's state again.
+    pub(crate) fn notify(&self) {
+        self.attention.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Registers the serving task's waker, and says whether it has something to look at.
+    pub(crate) fn needs_attention(&self, waker: &Waker) -> bool {
+        self.task.register(waker);
+        self.attention.swap(false, Ordering::AcqRel)
+    }
+
+    /// A timeout expired (header read, or the idle bound at Closing).
+    pub(crate) fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    pub(crate) fn is_expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+
+    /// Closing: the next read bypasses the reactor and reports end of stream when
+    /// nothing is there (see `ConnectionIo::poll_read`).
+    pub(crate) fn close_when_empty(&self) {
+        self.closing_read.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn closing_read(&self) -> bool {
+        self.closing_read.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    /// Remembers a task waiting on the upgraded socket, so that a cut can wake it.
+    pub(crate) fn park(&self, direction: usize, waker: &Waker) {
+        self.parked[direction].register(waker);
+    }
+
+    pub(crate) fn set_abort(&self, abort: AbortHandle) {
+        // If the task already finished, the handle is never used; setting it is harmless.
+        let _ = self.abort.set(abort);
+    }
+
+    /// Cuts the connection: the task is aborted, and the socket fails every read and
+    /// write from now on (which is what reaches a socket an upgrade handed to another
+    /// task).
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for parked in &self.parked {
+            parked.wake();
+        }
+        if let Some(abort) = self.abort.get() {
+            abort.abort();
+        }
+    }
+}
+
+/// Every open connection of a server, across all its listeners.
+#[derive(Default)]
+pub(crate) struct Registry {
+    next_id: AtomicU64,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    empty: Notify,
+}
+
 impl Registry {
-    /// An empty registry; `connect_info` inserts `ConnectInfo` into every request.
-    pub(crate) fn new(connect_info: bool) -> Registry {
-        Registry {
-            connect_info,
-            ..Registry::default()
+    /// Registers `connection` until the returned value is dropped (with the socket).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        connection: Arc<Connection>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.connections).insert(id, connection);
+        Registered {
+            registry: Arc::clone(self),
+            id,
+            _permit: permit,
         }
     }
 
@@ -92,105 +313,35 @@ impl Registry {
         lock(&self.connections).len()
     }
 
-    /// Serves `stream` on its own task, registered until the connection ends.
-    pub(crate) fn spawn<S, B>(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        service: S,
-        builder: Arc<auto::Builder<TokioExecutor>>,
-    ) where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let connection = Arc::new(Connection {
-            peer,
-            accepted: Instant::now(),
-            http2: AtomicBool::new(false),
-            wake: Notify::new(),
-            requests: Mutex::new(Requests::default()),
-            abort: OnceLock::new(),
-            cut: AtomicBool::new(false),
-            parked: [AtomicWaker::new(), AtomicWaker::new()],
-        });
-        // Registered before the task starts, so Closing cannot miss it.
-        lock(&self.connections).insert(id, Arc::clone(&connection));
-        let registry = Arc::clone(self);
-        // The socket carries the registration: the connection stays registered until
-        // the socket is dropped, whether by hyper, by an upgraded (WebSocket) handler, or
-        // with a task aborted before it ever ran.
-        let io = TrackedIo::new(
-            stream,
-            Arc::clone(&connection),
-            Registered {
-                registry: Arc::clone(&registry),
-                id,
-            },
-        );
-        let task = tokio::spawn({
-            let connection = Arc::clone(&connection);
-            async move {
-                let service = ConnectionService {
-                    inner: service,
-                    connection: Arc::clone(&connection),
-                    registry: Arc::clone(&registry),
-                };
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
-                tokio::pin!(conn);
-                let mut asked_to_close = false;
-                loop {
-                    if !asked_to_close && registry.should_close(&connection) {
-                        // HTTP/1: finish the current response, then close (at once if idle).
-                        // HTTP/2: GOAWAY; streams already open complete.
-                        conn.as_mut().graceful_shutdown();
-                        asked_to_close = true;
-                    }
-                    tokio::select! {
-                        result = conn.as_mut() => {
-                            if let Err(error) = result {
-                                tracing::debug!(target: "terminus", peer = %connection.peer, %error, "connection ended with an error");
-                            }
-                            break;
-                        }
-                        () = connection.wake.notified(), if !asked_to_close => {}
-                    }
-                }
-            }
-        });
-        // If the task already finished, the handle is never used; setting it is harmless.
-        let _ = connection.abort.set(task.abort_handle());
+    fn snapshot(&self) -> Vec<Arc<Connection>> {
+        lock(&self.connections).values().cloned().collect()
     }
 
-    fn should_close(&self, connection: &Connection) -> bool {
-        self.closing.load(Ordering::Acquire)
-            || (self.draining.load(Ordering::Acquire) && connection.http2.load(Ordering::Acquire))
-    }
-
-    /// Draining: tell HTTP/2 clients to open new connections (which the balancer routes
-    /// elsewhere). HTTP/1 connections are told per response, with `Connection: close`.
-    pub(crate) fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+    /// Asks every connection's task to look at the phase.
+    pub(crate) fn notify_all(&self) {
         for connection in lock(&self.connections).values() {
-            if connection.http2.load(Ordering::Acquire) {
-                connection.wake.notify_one();
-            }
+            connection.notify();
         }
     }
 
-    /// Closing: every connection finishes what it is doing and closes.
+    /// Closing: every connection finishes what it is doing and closes; an idle one
+    /// reads once more, bypassing the reactor (see `ConnectionIo`).
     pub(crate) fn close_all(&self) {
-        self.closing.store(true, Ordering::Release);
         for connection in lock(&self.connections).values() {
-            connection.wake.notify_one();
+            connection.close_when_empty();
+            connection.notify();
+        }
+    }
+
+    /// Calls `f` with every connection (for the clock's sweep).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Connection)) {
+        for connection in lock(&self.connections).values() {
+            f(connection);
         }
     }
 
     /// Resolves once no connection is open.
-    pub(crate) async fn idle(&self) {
+    pub(crate) async fn closed(&self) {
         loop {
             let notified = self.empty.notified();
             tokio::pin!(notified);
@@ -202,63 +353,51 @@ impl Registry {
         }
     }
 
-    /// Cuts every connection still open, with one `warn` event for each: the
-    /// connection's task is aborted, and its socket fails every read and write from
-    /// now on (which is what reaches a socket an upgrade handed to another task).
+    /// The deadline passed: cuts every connection with a request or an upgraded session
+    /// in flight, with one `warn` event each, and closes the idle rest. Returns how many
+    /// were cut.
     pub(crate) fn force_close(&self) -> usize {
-        let connections: Vec<Arc<Connection>> = lock(&self.connections).values().cloned().collect();
-        let now = Instant::now();
-        for connection in &connections {
-            let upgraded = connection.abort.get().is_some_and(AbortHandle::is_finished);
-            let protocol = match (upgraded, connection.http2.load(Ordering::Acquire)) {
-                (true, _) => "upgraded",
-                (false, true) => "HTTP/2",
-                (false, false) => "HTTP/1",
-            };
-            let in_flight: Vec<String> = lock(&connection.requests)
-                .active
-                .iter()
-                .map(|request| format!("{} {}", request.method, request.uri.path()))
-                .collect();
-            tracing::warn!(
-                target: "terminus",
-                peer = %connection.peer,
-                age_ms = now.duration_since(connection.accepted).as_millis() as u64,
-                protocol,
-                in_flight = %if in_flight.is_empty() { "none".to_owned() } else { in_flight.join(", ") },
-                "connection cut at the drain deadline"
-            );
-            connection.cut();
-            if let Some(abort) = connection.abort.get() {
-                abort.abort();
+        let now = self.snapshot();
+        let mut cut = 0;
+        for connection in &now {
+            let age_ms = connection.clock.since(connection.accepted).as_millis() as u64;
+            if !connection.is_busy() {
+                // Nothing in flight (at most half a request head): not a cut.
+                tracing::info!(
+                    target: "terminus",
+                    peer = %connection.peer,
+                    protocol = connection.protocol().as_str(),
+                    age_ms,
+                    "idle connection closed at the drain deadline"
+                );
+            } else {
+                cut += 1;
+                let protocol = if connection.task_done.load(Ordering::Acquire) {
+                    "upgraded"
+                } else {
+                    connection.protocol().as_str()
+                };
+                tracing::warn!(
+                    target: "terminus",
+                    peer = %connection.peer,
+                    protocol,
+                    age_ms,
+                    requests_in_flight = connection.in_flight(),
+                    "connection cut at the drain deadline"
+                );
             }
+            connection.cut();
         }
-        connections.len()
+        cut
     }
 }
 
-impl Connection {
-    pub(crate) fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
-    }
-
-    /// Remembers the task waiting on the socket in `direction`, so that a cut can wake it.
-    pub(crate) fn park(&self, direction: Direction, waker: &Waker) {
-        self.parked[direction as usize].register(waker);
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
-        for parked in &self.parked {
-            parked.wake();
-        }
-    }
-}
-
-/// Removes the connection from the registry when its socket is dropped.
+/// Removes the connection from the registry (and frees its place under the server's
+/// connection cap) when its socket is dropped.
 pub(crate) struct Registered {
     registry: Arc<Registry>,
     id: u64,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Registered {
@@ -268,145 +407,5 @@ impl Drop for Registered {
         if connections.is_empty() {
             self.registry.empty.notify_waiters();
         }
-    }
-}
-
-/// Wraps the application for one connection: notes the protocol and which requests
-/// are in flight, so that a cut connection can be reported precisely.
-#[derive(Clone)]
-struct ConnectionService<S> {
-    inner: S,
-    connection: Arc<Connection>,
-    registry: Arc<Registry>,
-}
-
-impl<S, B> Service<Request<Incoming>> for ConnectionService<S>
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
-{
-    type Response = Response<ConnectionBody<B>>;
-    type Error = Infallible;
-    type Future = ConnectionFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
-        let connection = &self.connection;
-        // `ConnectInfo<SocketAddr>`, as `into_make_service_with_connect_info` gives axum
-        // handlers. Inserting it allocates the request's extension map, a few percent of a
-        // small request, so only when asked for, and always on upgrades, whose sessions
-        // (WebSocket helpers) name their peer when they report.
-        if self.registry.connect_info || is_upgrade(&request) {
-            request.extensions_mut().insert(ConnectInfo(connection.peer));
-        }
-        if request.version() == Version::HTTP_2
-            && !connection.http2.swap(true, Ordering::AcqRel)
-            && self.registry.draining.load(Ordering::Acquire)
-        {
-            // A new HTTP/2 connection during Draining: serve this stream, and GOAWAY.
-            connection.wake.notify_one();
-        }
-        let active = ActiveGuard::new(
-            Arc::clone(connection),
-            request.method().clone(),
-            request.uri().clone(),
-        );
-        ConnectionFuture {
-            inner: self.inner.call(request.map(Body::new)),
-            active: Some(active),
-        }
-    }
-}
-
-pin_project! {
-    /// The application's response future; hands the in-flight entry to the body.
-    pub(crate) struct ConnectionFuture<F> {
-        #[pin]
-        inner: F,
-        active: Option<ActiveGuard>,
-    }
-}
-
-impl<F, B> std::future::Future for ConnectionFuture<F>
-where
-    F: std::future::Future<Output = Result<Response<B>, Infallible>>,
-{
-    type Output = Result<Response<ConnectionBody<B>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let active = this.active.take();
-        Poll::Ready(Ok(response.map(|body| ConnectionBody {
-            inner: body,
-            _active: active,
-        })))
-    }
-}
-
-/// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
-/// those requests an `OnUpgrade`. Reading the (usually empty) extension map is cheaper
-/// than looking up a header.
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
-}
-
-/// Keeps a request listed as in flight on its connection until its body is dropped.
-struct ActiveGuard {
-    connection: Arc<Connection>,
-    id: u64,
-}
-
-impl ActiveGuard {
-    fn new(connection: Arc<Connection>, method: Method, uri: Uri) -> ActiveGuard {
-        let mut requests = lock(&connection.requests);
-        let id = requests.next_id;
-        requests.next_id += 1;
-        requests.active.push(ActiveRequest { id, method, uri });
-        drop(requests);
-        ActiveGuard { connection, id }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let mut requests = lock(&self.connection.requests);
-        if let Some(index) = requests.active.iter().position(|request| request.id == self.id) {
-            requests.active.swap_remove(index);
-        }
-    }
-}
-
-pin_project! {
-    /// The response body, holding its request's entry in the connection's list.
-    pub(crate) struct ConnectionBody<B> {
-        #[pin]
-        inner: B,
-        _active: Option<ActiveGuard>,
-    }
-}
-
-impl<B> http_body::Body for ConnectionBody<B>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }

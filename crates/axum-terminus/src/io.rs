@@ -1,41 +1,57 @@
-//! [`TrackedIo`]: a connection's socket, which keeps the connection registered for as
-//! long as it lives and can be cut from outside.
+//! [`ConnectionIo`]: a connection's socket, which keeps the connection registered for
+//! as long as it lives, notes what arrives, and can be cut from outside.
 
-use std::io;
+use std::any::Any;
+use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-use crate::connection::{Connection, Registered};
+use crate::connection::{Connection, Protocol, Registered};
 
 pin_project! {
-    /// The socket of one connection.
+    /// The socket of one connection, as accepted from the listener.
     ///
-    /// It owns the connection's registration, so the connection counts as open exactly
-    /// as long as the socket exists, including after an HTTP upgrade has handed the
-    /// socket to a WebSocket handler (hyper's connection task is over by then, so the
-    /// task alone would let upgraded connections escape the drain). When the drain
-    /// deadline cuts the connection, every read and write fails from then on, and a
-    /// task waiting on one is woken to see it.
-    pub(crate) struct TrackedIo {
+    /// - It owns the connection's registration, so the connection counts as open exactly
+    ///   as long as the socket exists, including after an HTTP upgrade has handed it to
+    ///   a WebSocket handler (hyper's task is over by then).
+    /// - It replays the bytes read to tell HTTP/2 from HTTP/1 (`prefix`).
+    /// - Bytes arriving between requests start the header-read timeout.
+    /// - At Closing, an idle connection reads the socket itself rather than trust the
+    ///   reactor: after a freeze (a CPU-throttled pod, SIGSTOP) the reactor may not have
+    ///   seen yet a request the kernel already holds. What is there is served; if nothing
+    ///   is, the read reports end of stream and hyper closes the connection.
+    /// - When the drain deadline cuts the connection, every read and write fails from
+    ///   then on, and a task waiting on an upgraded socket is woken to see it.
+    pub(crate) struct ConnectionIo<I> {
         #[pin]
-        stream: TcpStream,
+        io: I,
+        prefix: Bytes,
+        // Whether any byte was read yet: a connection that never sent one is idle.
+        read_any: bool,
         connection: Arc<Connection>,
         _registered: Registered,
     }
 }
 
-impl TrackedIo {
-    pub(crate) fn new(stream: TcpStream, connection: Arc<Connection>, registered: Registered) -> TrackedIo {
-        TrackedIo {
-            stream,
+impl<I> ConnectionIo<I> {
+    pub(crate) fn new(io: I, connection: Arc<Connection>, registered: Registered) -> ConnectionIo<I> {
+        ConnectionIo {
+            io,
+            prefix: Bytes::new(),
+            read_any: false,
             connection,
             _registered: registered,
         }
+    }
+
+    /// Bytes already read, to be read again first.
+    pub(crate) fn unread(&mut self, prefix: Bytes) {
+        self.prefix = prefix;
     }
 }
 
@@ -46,54 +62,125 @@ fn cut_error() -> io::Error {
     )
 }
 
-/// Which waker slot of the connection a pending operation parks in.
-#[derive(Clone, Copy)]
-pub(crate) enum Direction {
-    Read = 0,
-    Write = 1,
-}
+const READ: usize = 0;
+const WRITE: usize = 1;
 
-/// Runs `operation`; while it is pending, parks the waker so that a cut wakes it.
-/// Checked again after parking: a cut between the first check and the park would
-/// otherwise leave the task asleep.
-fn guarded<T>(
-    connection: &Connection,
-    direction: Direction,
-    cx: &mut Context<'_>,
-    operation: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
-) -> Poll<io::Result<T>> {
-    if connection.is_cut() {
-        return Poll::Ready(Err(cut_error()));
-    }
-    match operation(cx) {
-        Poll::Pending => {
-            connection.park(direction, cx.waker());
-            if connection.is_cut() {
-                return Poll::Ready(Err(cut_error()));
-            }
-            Poll::Pending
+/// Reads what the kernel holds for `io`, without asking the reactor first; `None` for
+/// a stream that is not a plain socket (then only the reactor can tell).
+fn read_now<I: Any>(io: &I, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+    let any: &dyn Any = io;
+    let socket = if let Some(tcp) = any.downcast_ref::<tokio::net::TcpStream>() {
+        socket2::SockRef::from(tcp)
+    } else {
+        #[cfg(unix)]
+        if let Some(unix) = any.downcast_ref::<tokio::net::UnixStream>() {
+            socket2::SockRef::from(unix)
+        } else {
+            return None;
         }
-        ready => ready,
-    }
+        #[cfg(not(unix))]
+        return None;
+    };
+    // The socket is non-blocking (tokio set it so): an empty one says WouldBlock.
+    Some((&*socket).read(buf.initialize_unfilled()))
 }
 
-impl AsyncRead for TrackedIo {
+impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let stream = this.stream;
-        guarded(this.connection, Direction::Read, cx, |cx| {
-            stream.poll_read(cx, buf)
-        })
+        let connection = &**this.connection;
+        if connection.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        // Closing, and between HTTP/1 requests (or before the first byte) with nothing in
+        // flight. (An idle HTTP/2 connection is left to the idle bound instead: end of
+        // stream could drop response frames hyper has not written yet.)
+        if connection.closing_read()
+            && connection.protocol() != Protocol::Http2
+            && !connection.is_busy()
+            && (connection.head_since().is_none() || !*this.read_any)
+        {
+            return match read_now(&*this.io, buf) {
+                Some(Ok(n)) => {
+                    buf.advance(n);
+                    if n > 0 {
+                        *this.read_any = true;
+                        connection.bytes_arrived();
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                // Nothing there: end of stream, and hyper closes the connection.
+                Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(())),
+                Some(Err(error)) => Poll::Ready(Err(error)),
+                None => match this.io.poll_read(cx, buf) {
+                    Poll::Pending => Poll::Ready(Ok(())),
+                    ready => ready,
+                },
+            };
+        }
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                *this.read_any = true;
+                connection.bytes_arrived();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if connection.is_upgraded() {
+                    connection.park(READ, cx.waker());
+                    if connection.is_cut() {
+                        return Poll::Ready(Err(cut_error()));
+                    }
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
     }
 }
 
-impl AsyncWrite for TrackedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+impl<I: AsyncWrite> ConnectionIo<I> {
+    /// Runs a write; notes whether the socket is full, and parks the waker of an
+    /// upgraded socket so that a cut can wake it. Checked again after parking: a cut
+    /// between the first check and the park would otherwise leave the task asleep.
+    fn write<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         let this = self.project();
-        let stream = this.stream;
-        guarded(this.connection, Direction::Write, cx, |cx| {
-            stream.poll_write(cx, buf)
-        })
+        let connection = &**this.connection;
+        if connection.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        match write(this.io, cx) {
+            Poll::Pending => {
+                connection.set_write_blocked(true);
+                if connection.is_upgraded() {
+                    connection.park(WRITE, cx.waker());
+                    if connection.is_cut() {
+                        return Poll::Ready(Err(cut_error()));
+                    }
+                }
+                Poll::Pending
+            }
+            ready => {
+                connection.set_write_blocked(false);
+                ready
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for ConnectionIo<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -101,24 +188,18 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let stream = this.stream;
-        guarded(this.connection, Direction::Write, cx, |cx| {
-            stream.poll_write_vectored(cx, bufs)
-        })
+        self.write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let stream = this.stream;
-        guarded(this.connection, Direction::Write, cx, |cx| stream.poll_flush(cx))
+        self.write(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().stream.poll_shutdown(cx)
+        self.project().io.poll_shutdown(cx)
     }
 }

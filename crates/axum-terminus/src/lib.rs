@@ -1,83 +1,126 @@
 //! Graceful shutdown and Kubernetes probes for axum.
 //!
-//! One dependency for axum users: [`serve`] runs the accept loop (HTTP/1.1 and HTTP/2
-//! on one port) under a [`ShutdownController`] (also exported as [`Terminus`]), and
-//! [`TerminusLayer`] answers the probes and tracks in-flight requests.
-//!
-//! When a shutdown starts (SIGTERM, SIGINT, [`ShutdownController::shutdown`]):
-//!
-//! 1. **Draining** (`drain_delay`): `/readyz` fails, `/livez` passes, the listener still
-//!    accepts, HTTP/1.x responses carry `Connection: close`, HTTP/2 connections get GOAWAY;
-//! 2. **Closing**: the listener closes, idle keep-alive connections close, in-flight
-//!    requests finish within `drain_timeout`; the rest is cut, one `warn` event each;
-//! 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within `cleanup_timeout`;
-//! 4. `serve` returns an [`Outcome`] with the exit code.
-//!
-//! A second signal skips the rest and exits at once.
-//!
-//! Long-lived work drains too: `ws` (feature `ws`) closes WebSocket sessions with a
-//! reconnect message and a 1001 Close, [`sse`] and [`stream`] end streaming responses
-//! with a last event, and [`Server::admin_listener`] serves the probes on a port of
-//! their own.
-//!
-//! # Feature flags
-//!
-//! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
+//! One dependency for axum users: [`Terminus`] holds the lifecycle (phases, deadlines,
+//! hooks, health checks), [`TerminusLayer`] answers the probes, and [`serve`] runs the
+//! accept loop (HTTP/1.1 and HTTP/2 on one port) under it.
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use axum_terminus::{Layer, Terminus, TerminusLayer};
+//! use axum_terminus::{health::checks, Layer, Terminus, TerminusLayer};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
 //!     let terminus = Terminus::builder()
 //!         .from_env()? // TERMINUS_DRAIN_DELAY=5s, TERMINUS_DRAIN_TIMEOUT=20s, ...
+//!         .readiness(checks::tcp("db", "127.0.0.1:5432"))
 //!         .on_shutdown("close pool", || async { Ok(()) })
 //!         .build()?;
 //!     let router = Router::new().route("/", get(|| async { "hello" }));
-//!     // Around the whole app, so probes are answered before routing.
-//!     let app = TerminusLayer::new(&terminus).layer(router.with_state(())); // routes built once
+//!     // Outermost, so probes are answered before routing (and `with_state(())` builds
+//!     // the routes once).
+//!     let app = TerminusLayer::new(&terminus).layer(router.with_state(()));
 //!     let listener = axum_terminus::bind("0.0.0.0:3000", &terminus).await?;
 //!     let outcome = axum_terminus::serve(listener, app, &terminus).await;
 //!     Ok(outcome.exit_code())
 //! }
 //! ```
+//!
+//! # Where to look
+//!
+//! - **The lifecycle**: [`Terminus`] and its [`Builder`]. When a shutdown starts
+//!   (SIGTERM, SIGINT, [`Terminus::shutdown`]):
+//!   1. **Draining** (`drain_delay`): `/readyz` fails, `/livez` passes, the listener
+//!      still accepts, HTTP/1.x responses carry `Connection: close`, HTTP/2
+//!      connections get GOAWAY, [`Terminus::token`] fires;
+//!   2. **Closing**: what the kernel already accepted is served, the listener closes,
+//!      idle connections close, requests in flight finish within `drain_timeout`; the
+//!      rest is cut, one `warn` event each;
+//!   3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within
+//!      `cleanup_timeout`;
+//!   4. [`serve`] returns an [`Outcome`] with the exit code.
+//!
+//!   A second signal skips the rest and exits at once.
+//! - **Health checks**: [`health`] ([`Check`], built-in [`health::checks`]); register
+//!   them with [`Builder::readiness`], [`Builder::liveness`], [`Builder::startup`].
+//! - **Hooks**: [`Builder::before_shutdown`], [`Builder::on_signal`],
+//!   [`Builder::on_shutdown`], and [`with_state`] to give them state.
+//! - **Probes**: [`TerminusLayer`] and its builder (paths, formats, headers).
+//! - **Serving**: [`serve`], and [`Server`] for several listeners, an admin listener,
+//!   timeouts, a connection cap, HTTP versions.
+//! - **Long-lived work**: [`stream::until_draining`], [`sse`], and `ws` (feature `ws`)
+//!   end streams and WebSocket sessions cleanly at Draining; [`Terminus::spawn_tracked`]
+//!   and [`Terminus::token`] for background work.
+//! - **Keeping `axum::serve`**: [`shutdown_signal`], with weaker guarantees.
+//!
+//! Where the layer goes in a `ServiceBuilder` stack: outermost. Probes then skip
+//! tracing, compression, CORS and timeouts, and cost less than a routed request:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::http::StatusCode;
+//! use axum::{routing::get, Router};
+//! use axum_terminus::{Terminus, TerminusLayer};
+//! use tower::ServiceBuilder;
+//! use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer, trace::TraceLayer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let terminus = Terminus::builder().build()?;
+//! let router = Router::new().route("/", get(|| async { "hello" }));
+//! let app = ServiceBuilder::new()
+//!     .layer(TerminusLayer::new(&terminus)) // first: the probes answer here
+//!     .layer(TraceLayer::new_for_http())
+//!     .layer(CompressionLayer::new())
+//!     .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10)))
+//!     .service(router.with_state(()));
+//! let listener = axum_terminus::bind("0.0.0.0:3000", &terminus).await?;
+//! axum_terminus::serve(listener, app, &terminus).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accept;
 mod admin;
+mod clock;
 mod connection;
+pub mod health;
+mod http_check;
 mod io;
 mod listener;
 mod serve;
+mod serve_connection;
 mod shutdown_signal;
 pub mod sse;
 pub mod stream;
+mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
 pub use admin::{admin_layer, admin_router};
 pub use listener::{bind, BindError};
-pub use serve::{serve, BoxError, Server};
+pub use serve::{
+    serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,
+    ENV_HEADER_READ_TIMEOUT, ENV_IDLE_CLOSE_TIMEOUT, ENV_MAX_CONNECTIONS,
+};
 pub use shutdown_signal::shutdown_signal;
-
-/// The name the design uses for the controller: `Terminus::builder()...build()`.
-pub use terminus_core::ShutdownController as Terminus;
 pub use terminus_core::{
-    CancellationToken, Config, ConfigError, Drain, ExitCodePolicy, Forced, NoConnections, Outcome, Phase,
-    ShutdownController, ShutdownReason, Signal,
+    with_state, Builder, CancellationToken, Check, CheckError, CheckKind, Config, ConfigError,
+    ExitCodePolicy, Forced, HookResult, HookStage, HookStatus, Outcome, Phase, PhaseDurations,
+    ShutdownReason, Signal, Terminus,
 };
 /// tower's `Layer` trait, so that `TerminusLayer::new(&terminus).layer(app)` needs no
 /// other import.
 pub use tower_layer::Layer;
-pub use tower_terminus::{ProbeKind, TerminusLayer, TerminusLayerBuilder};
+pub use tower_terminus::{ProbeFormat, TerminusBody, TerminusLayer, TerminusLayerBuilder, TerminusService};
 
-/// The lifecycle crate, for everything not re-exported here.
-pub use terminus_core as core;
-/// The middleware crate.
-pub use tower_terminus as tower;
-
-/// The README's example compiles: `cargo test --doc` checks it with the crate's docs.
+/// The README's and the guides' Rust examples, compiled as doc tests against this
+/// crate as a user with only `axum-terminus` would write them.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
+mod guides {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+}

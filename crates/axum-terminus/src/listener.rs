@@ -3,14 +3,14 @@
 use std::fmt;
 use std::io;
 
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 /// Binds a TCP listener. On failure (a port already in use, a missing permission) the
-/// error names the address, and the controller is marked fatal, so liveness fails and
+/// error names the address, and the terminus is marked fatal, so liveness fails and
 /// the shutdown starts: the orchestrator restarts the process instead of leaving it
 /// half-started.
-pub async fn bind<A>(address: A, controller: &ShutdownController) -> Result<TcpListener, BindError>
+pub async fn bind<A>(address: A, terminus: &Terminus) -> Result<TcpListener, BindError>
 where
     A: ToSocketAddrs + fmt::Display,
 {
@@ -26,7 +26,7 @@ where
                 address: address.to_string(),
                 source,
             };
-            controller.set_fatal(&error);
+            terminus.set_fatal(&error);
             Err(error)
         }
     }

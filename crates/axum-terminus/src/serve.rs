@@ -1,36 +1,58 @@
-//! The server: accept loops on one or more listeners, driven through the lifecycle.
+//! [`serve`] and [`Server`]: accept loops on one or more listeners, driven through the
+//! lifecycle.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::serve::Listener;
 use bytes::Bytes;
 use http::{Request, Response};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
-use terminus_core::{Drain, Outcome, ShutdownController};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use terminus_core::server::ServerExt;
+use terminus_core::{ConfigError, Drain, Outcome, Terminus};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tower_service::Service;
 
+use crate::accept::{accept_loop, ServerParts};
+use crate::clock::{self, Clock, Timeouts};
 use crate::connection::Registry;
+use crate::serve_connection::{Settings, Versions};
 
 /// The error type of response bodies (the same as the hooks').
 pub use terminus_core::BoxError;
 
-/// Serves `service` (an axum `Router`, usually with a
-/// [`TerminusLayer`](crate::TerminusLayer)) on `listener` until the controller's
-/// shutdown has run its course, then returns the [`Outcome`].
+/// Environment variable for [`Server::header_read_timeout`] (`0` turns it off).
+pub const ENV_HEADER_READ_TIMEOUT: &str = "TERMINUS_HEADER_READ_TIMEOUT";
+/// Environment variable for [`Server::idle_close_timeout`].
+pub const ENV_IDLE_CLOSE_TIMEOUT: &str = "TERMINUS_IDLE_CLOSE_TIMEOUT";
+/// Environment variable for [`Server::max_connections`].
+pub const ENV_MAX_CONNECTIONS: &str = "TERMINUS_MAX_CONNECTIONS";
+
+/// Default [`Server::header_read_timeout`]: hyper's default, and nginx's
+/// `client_header_timeout` is about as long (60 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Server::idle_close_timeout`].
+pub const DEFAULT_IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves `service` (an axum `Router`, usually inside a
+/// [`TerminusLayer`](crate::TerminusLayer)) on `listener` until the shutdown has run its
+/// course, then returns the [`Outcome`]. `listener` is anything axum can serve: a
+/// `tokio::net::TcpListener`, a `tokio::net::UnixListener`, or your own
+/// [`axum::serve::Listener`].
 ///
-/// HTTP/1.1 and HTTP/2 (prior knowledge) are both served on the port. The listener
-/// keeps accepting while Draining and is closed when Closing begins; in-flight
-/// requests then finish within `drain_timeout`, and whatever is left is cut and
-/// reported.
+/// HTTP/1.1 and HTTP/2 (prior knowledge) are both served on the port. The listener keeps
+/// accepting while Draining; at Closing, the connections the kernel already accepted
+/// are taken in and served, and the listener closes. Requests in flight then finish
+/// within `drain_timeout`, and whatever is left is cut and reported. The signal
+/// handlers are installed when serving starts. See [`Server`] for several listeners
+/// and the settings.
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
@@ -38,213 +60,344 @@ pub use terminus_core::BoxError;
 ///
 /// # async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder().from_env()?.build()?;
-/// let app = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
+/// let router = Router::new().route("/", get(|| async { "hello" }));
+/// let app = TerminusLayer::new(&terminus).layer(router.with_state(()));
 /// let listener = axum_terminus::bind("127.0.0.1:3000", &terminus).await?;
 /// let outcome = axum_terminus::serve(listener, app, &terminus).await;
 /// Ok(outcome.exit_code())
 /// # }
 /// ```
-pub async fn serve<S, B>(listener: TcpListener, service: S, controller: &ShutdownController) -> Outcome
+pub async fn serve<L, S, B>(listener: L, service: S, terminus: &Terminus) -> Outcome
 where
+    L: Listener,
+    L::Addr: Clone + Sync + fmt::Debug + 'static,
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Server::new(controller).listener(listener, service).run().await
+    Server::new(terminus).listener(listener, service).run().await
 }
 
-/// A server with one or more listeners under one controller: readiness waits for all
+/// A server with one or more listeners under one [`Terminus`]: readiness waits for all
 /// of them, Closing closes all of them, and one [`Outcome`] covers the process.
 ///
+/// The server tracks every request at its connections (the `Terminus` then tells
+/// [`TerminusLayer`](crate::TerminusLayer) not to count them again), so a request
+/// that does not pass through the layer is waited for all the same.
+///
 /// ```no_run
+/// use std::time::Duration;
 /// use axum::{routing::get, Router};
-/// use axum_terminus::{Server, Terminus, TerminusLayer};
+/// use axum_terminus::{Layer, Server, Terminus, TerminusLayer};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder().build()?;
-/// let public = Router::new().route("/", get(|| async { "hello" })).layer(TerminusLayer::new(&terminus));
-/// let internal = Router::new().route("/metrics", get(|| async { "" })).layer(TerminusLayer::new(&terminus));
+/// let public = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
 /// let outcome = Server::new(&terminus)
+///     .from_env()?                                   // TERMINUS_HEADER_READ_TIMEOUT, ...
+///     .header_read_timeout(Some(Duration::from_secs(10)))
+///     .max_connections(10_000)
 ///     .listener(axum_terminus::bind("0.0.0.0:3000", &terminus).await?, public)
-///     .listener(axum_terminus::bind("0.0.0.0:9090", &terminus).await?, internal)
+///     .admin_listener(axum_terminus::bind("0.0.0.0:9000", &terminus).await?)
 ///     .run()
 ///     .await;
 /// # let _ = outcome; Ok(()) }
 /// ```
 #[must_use = "a server does nothing until run() is awaited"]
 pub struct Server {
-    controller: ShutdownController,
+    terminus: Terminus,
     accept_loops: Vec<AcceptLoop>,
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    versions: Versions,
     connect_info: bool,
+    header_read_timeout: Option<Duration>,
+    idle_close_timeout: Duration,
+    max_connections: Option<usize>,
+    invalid: Option<ConfigError>,
 }
 
-type AcceptLoop = Box<
-    dyn FnOnce(Arc<Registry>, CancellationToken, Arc<auto::Builder<TokioExecutor>>) -> AcceptFuture + Send,
->;
+/// Starts one listener's accept loop, given the server's parts and its connection cap.
+type AcceptLoop = Box<dyn FnOnce(Arc<ServerParts>, Option<Arc<Semaphore>>) -> AcceptFuture + Send>;
 type AcceptFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("listeners", &self.accept_loops.len())
+            .field("versions", &self.versions)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_close_timeout", &self.idle_close_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// A server with no listeners yet.
-    pub fn new(controller: &ShutdownController) -> Server {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // No HTTP/1 timer, as in axum::serve: with one, hyper re-arms a header-read
-        // timeout (30 s) on every request, which measured about 2 % of the cost of a small
-        // request. A connection that never finishes its request head is cut at
-        // `drain_timeout` anyway. To bound slow headers, set
-        // `server.http_builder().http1().timer(TokioTimer::new()).header_read_timeout(..)`.
+    /// A server with no listener yet, HTTP/1.1 and HTTP/2, the default timeouts and no
+    /// connection cap.
+    pub fn new(terminus: &Terminus) -> Server {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
         // The HTTP/2 timer only serves keep-alive pings, which are off unless configured.
         // CONNECT lets HTTP/2 clients open WebSockets (RFC 8441), as axum::serve does.
-        builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+        http2.timer(TokioTimer::new()).enable_connect_protocol();
         Server {
-            controller: controller.clone(),
+            terminus: terminus.clone(),
             accept_loops: Vec::new(),
-            builder,
+            // No hyper timer for HTTP/1: hyper would arm one per request for its
+            // header-read timeout; the server's own sweep does that job (see
+            // `header_read_timeout`).
+            http1: http1::Builder::new(),
+            http2,
+            versions: Versions::Both,
             connect_info: false,
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_close_timeout: DEFAULT_IDLE_CLOSE_TIMEOUT,
+            max_connections: None,
+            invalid: None,
         }
     }
 
-    /// Inserts axum's `ConnectInfo<SocketAddr>` (the peer's address) into every request,
-    /// as `into_make_service_with_connect_info` does for `axum::serve`. Off by default:
-    /// it allocates per request. Upgrade requests (WebSockets) always carry it.
-    pub fn connect_info(mut self, enabled: bool) -> Server {
-        self.connect_info = enabled;
-        self
+    /// Applies the variables that are set: [`ENV_HEADER_READ_TIMEOUT`] and
+    /// [`ENV_IDLE_CLOSE_TIMEOUT`] (durations like `10s`; `0` turns the header timeout
+    /// off) and [`ENV_MAX_CONNECTIONS`] (a number). A malformed value is an error naming
+    /// the variable.
+    pub fn from_env(self) -> Result<Server, ConfigError> {
+        self.from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Adds a listener and the service it serves.
-    pub fn listener<S, B>(mut self, listener: TcpListener, service: S) -> Server
+    /// [`from_env`](Server::from_env) with a custom lookup.
+    pub fn from_lookup(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
+        let duration = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
+            lookup(name)
+                .map(|value| match value.trim() {
+                    "0" => Ok(Duration::ZERO),
+                    trimmed => humantime::parse_duration(trimmed).map_err(|error| {
+                        ConfigError::new(
+                            name,
+                            format!("invalid duration `{value}` ({error}); expected e.g. `10s`"),
+                        )
+                    }),
+                })
+                .transpose()
+        };
+        if let Some(timeout) = duration(ENV_HEADER_READ_TIMEOUT)? {
+            self.header_read_timeout = Some(timeout).filter(|timeout| !timeout.is_zero());
+        }
+        if let Some(timeout) = duration(ENV_IDLE_CLOSE_TIMEOUT)? {
+            self.idle_close_timeout = timeout;
+        }
+        if let Some(value) = lookup(ENV_MAX_CONNECTIONS) {
+            let limit = value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| *limit > 0)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        ENV_MAX_CONNECTIONS,
+                        format!("`{value}` is not a number of connections above 0"),
+                    )
+                })?;
+            self.max_connections = Some(limit);
+        }
+        Ok(self)
+    }
+
+    /// Adds a listener and the service it serves: a `tokio::net::TcpListener`, a
+    /// `tokio::net::UnixListener`, or any [`axum::serve::Listener`].
+    ///
+    /// At Closing, the connections the kernel already completed are taken in and served
+    /// before the listener closes: with accept(2) until the queue is empty for tokio's
+    /// TCP and Unix listeners, and with whatever `accept` yields without waiting for
+    /// other listeners.
+    pub fn listener<L, S, B>(mut self, listener: L, service: S) -> Server
     where
+        L: Listener,
+        L::Addr: Clone + Sync + fmt::Debug + 'static,
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.accept_loops
-            .push(Box::new(move |registry, closing, builder| {
-                Box::pin(accept_loop(listener, service, registry, closing, builder))
-            }));
+        self.accept_loops.push(Box::new(move |parts, cap| {
+            Box::pin(accept_loop(listener, service, parts, cap))
+        }));
         self
     }
 
     /// Adds a listener that serves only the probes ([`admin_router`](crate::admin_router)
-    /// with [`admin_layer`](crate::admin_layer)), reporting on this whole server.
-    pub fn admin_listener(self, listener: TcpListener) -> Server {
-        let router = crate::admin::admin_router(crate::admin::admin_layer(&self.controller));
-        self.listener(listener, router)
+    /// with [`admin_layer`](crate::admin_layer)), reporting on this whole server. It is
+    /// not counted against [`max_connections`](Server::max_connections), so the probes
+    /// stay answerable when the public listeners are full.
+    pub fn admin_listener<L>(mut self, listener: L) -> Server
+    where
+        L: Listener,
+        L::Addr: Clone + Sync + fmt::Debug + 'static,
+    {
+        let router = crate::admin::admin_router(crate::admin::admin_layer(&self.terminus));
+        self.accept_loops.push(Box::new(move |parts, _cap| {
+            Box::pin(accept_loop(listener, router, parts, None))
+        }));
+        self
     }
 
-    /// The hyper connection builder, to tune HTTP/1 and HTTP/2 settings.
-    pub fn http_builder(&mut self) -> &mut auto::Builder<TokioExecutor> {
-        &mut self.builder
+    /// Inserts axum's `ConnectInfo` (the listener's address of the peer, a
+    /// `SocketAddr` for TCP) into every request, as `into_make_service_with_connect_info`
+    /// does for `axum::serve`. Off by default: it allocates per request. Upgrade requests
+    /// (WebSockets) always carry it.
+    pub fn connect_info(mut self, enabled: bool) -> Server {
+        self.connect_info = enabled;
+        self
     }
 
-    /// Serves every listener until the shutdown is complete. Readiness turns on now
-    /// (every listener is bound), or when `mark_ready()` is called if that is required.
-    pub async fn run(self) -> Outcome {
-        let registry = Arc::new(Registry::new(self.connect_info));
-        let closing = CancellationToken::new();
-        let builder = Arc::new(self.builder);
-        let mut accepting = tokio::task::JoinSet::new();
-        for accept_loop in self.accept_loops {
-            accepting.spawn(accept_loop(
-                Arc::clone(&registry),
-                closing.clone(),
-                Arc::clone(&builder),
+    /// How long a client may take to send a request head (on a new connection, counted
+    /// from the accept; on a keep-alive connection, from the first byte of the head).
+    /// A client that takes longer is disconnected, so that a few hundred slow clients
+    /// cannot hold every file descriptor while the probes starve. Default 30 s; `None`
+    /// turns it off. Idle keep-alive connections are not affected. The timeout is
+    /// enforced by a sweep of the connections, so it fires up to a quarter late; it
+    /// costs a request one atomic load instead of a timer.
+    pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> Server {
+        if timeout.is_some_and(|timeout| timeout.is_zero()) {
+            self.invalid = Some(ConfigError::new(
+                "header_read_timeout",
+                "must be greater than zero (None turns it off)",
             ));
         }
-        self.controller.mark_listeners_bound();
-        let drain = ServerDrain {
-            registry,
-            closing,
-            accepting,
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// From Closing on, how long a connection with nothing in flight may stay open
+    /// before it is closed: an HTTP/2 peer that never acknowledges the GOAWAY, a client
+    /// that has sent half a request head. Such a connection is closed, not cut: it does
+    /// not make the stop forced. Default 1 s.
+    pub fn idle_close_timeout(mut self, timeout: Duration) -> Server {
+        self.idle_close_timeout = timeout;
+        self
+    }
+
+    /// At most `limit` connections at once on the listeners added with
+    /// [`listener`](Server::listener): at the limit, the server accepts again only when
+    /// one closes, and the kernel queues newcomers meanwhile (up to the listen backlog).
+    /// The [admin listener](Server::admin_listener) is not counted, so the kubelet's
+    /// probes keep their answers: probe there when you set a cap. Default: no cap.
+    pub fn max_connections(mut self, limit: usize) -> Server {
+        if limit == 0 {
+            self.invalid = Some(ConfigError::new("max_connections", "must be greater than zero"));
+        }
+        self.max_connections = Some(limit);
+        self
+    }
+
+    /// Serves HTTP/1 only: an HTTP/2 client is refused (its preface is not a valid
+    /// HTTP/1 request).
+    pub fn http1_only(mut self) -> Server {
+        self.versions = Versions::Http1Only;
+        self
+    }
+
+    /// Serves HTTP/2 only (with prior knowledge, as gRPC clients speak it): an HTTP/1
+    /// request is refused with a protocol error.
+    pub fn http2_only(mut self) -> Server {
+        self.versions = Versions::Http2Only;
+        self
+    }
+
+    /// hyper's HTTP/1 settings, to tune (buffer sizes, header case, ...). The server's
+    /// own defaults stay in place unless you change them: no timer (the header-read
+    /// timeout is the server's, see [`header_read_timeout`](Server::header_read_timeout)).
+    pub fn http1(&mut self) -> &mut http1::Builder {
+        &mut self.http1
+    }
+
+    /// hyper's HTTP/2 settings, to tune (windows, streams, keep-alive pings, ...). The
+    /// server's own defaults stay in place unless you change them: a Tokio timer, and
+    /// the extended CONNECT protocol (WebSockets over HTTP/2).
+    pub fn http2(&mut self) -> &mut http2::Builder<TokioExecutor> {
+        &mut self.http2
+    }
+
+    /// Serves every listener until the shutdown is complete, and returns its outcome.
+    /// Readiness turns on now (every listener is bound), or when `mark_ready()` is called
+    /// if that is required. An invalid setting is reported as a fatal error naming it:
+    /// the process then exits without serving.
+    pub async fn run(self) -> Outcome {
+        let terminus = self.terminus;
+        if let Some(error) = self.invalid {
+            tracing::error!(target: "terminus", %error, "cannot start the server");
+            terminus.set_fatal(error);
+            return terminus.run(terminus_core::NoConnections).await;
+        }
+        let timeouts = Timeouts {
+            header_read: self.header_read_timeout,
+            idle_close: self.idle_close_timeout,
         };
-        self.controller.run(drain).await
+        let clock = Arc::new(Clock::new(timeouts.resolution()));
+        let registry = Arc::new(Registry::default());
+        let parts = Arc::new(ServerParts {
+            settings: Arc::new(Settings {
+                terminus: terminus.clone(),
+                http1: self.http1,
+                http2: self.http2,
+                versions: self.versions,
+                connect_info: self.connect_info,
+                // The layers are built by now: they came with the listeners' services.
+                probes: terminus.probe_matchers(),
+            }),
+            registry: Arc::clone(&registry),
+            clock: Arc::clone(&clock),
+        });
+        let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
+        // Every request is tracked here, at its connection: layers must not count again.
+        terminus.track_requests_at_connections();
+        let mut accepting = JoinSet::new();
+        for accept_loop in self.accept_loops {
+            accepting.spawn(accept_loop(Arc::clone(&parts), cap.clone()));
+        }
+        let sweep = tokio::spawn(clock::sweep(
+            clock,
+            Arc::clone(&registry),
+            terminus.clone(),
+            timeouts,
+        ));
+        terminus.mark_listeners_bound();
+        let outcome = terminus.run(ServerDrain { registry, accepting }).await;
+        sweep.abort();
+        outcome
     }
 }
 
-/// How the lifecycle reaches this server's connections.
+/// How the lifecycle reaches this server's listeners and connections. The accept loops
+/// and connections read the phase from the `Terminus` themselves; this only tells them
+/// to look, and cuts at the deadline.
 struct ServerDrain {
     registry: Arc<Registry>,
-    closing: CancellationToken,
-    accepting: tokio::task::JoinSet<()>,
+    accepting: JoinSet<()>,
 }
 
 impl Drain for ServerDrain {
     fn start_draining(&mut self) {
-        self.registry.start_draining();
+        // HTTP/2 connections send GOAWAY.
+        self.registry.notify_all();
     }
 
     fn close(&mut self) {
-        // The accept loops drop their listeners: new connections are refused from here on.
-        self.closing.cancel();
+        // The accept loops saw the phase and close their listeners; connections finish.
         self.registry.close_all();
     }
 
-    async fn idle(&mut self) {
-        // The listeners must be gone too, not only the connections.
+    async fn closed(&mut self) {
+        // The listeners must be gone too, not only the connections. Both are kept in
+        // `self`, so dropping this future at the deadline loses nothing.
         while self.accepting.join_next().await.is_some() {}
-        self.registry.idle().await;
+        self.registry.closed().await;
     }
 
     fn force_close(&mut self) -> usize {
         self.accepting.abort_all();
         self.registry.force_close()
     }
-}
-
-async fn accept_loop<S, B>(
-    listener: TcpListener,
-    service: S,
-    registry: Arc<Registry>,
-    closing: CancellationToken,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-) where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let local = listener.local_addr().ok();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = closing.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                // Small responses should not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                registry.spawn(stream, peer, service.clone(), Arc::clone(&builder));
-            }
-            Err(error) if is_connection_error(&error) => {}
-            Err(error) => {
-                // Most likely EMFILE: wait for connections to close rather than spin.
-                tracing::error!(target: "terminus", %error, "accept failed; retrying in 1 s");
-                tokio::select! {
-                    () = closing.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-    drop(listener);
-    tracing::info!(target: "terminus", address = ?local, "listener closed");
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
 }

@@ -3,21 +3,22 @@
 //!
 //! An `EventSource` reconnects by itself when the stream ends; the `retry:` field of
 //! the last event sets how long it waits first, which gives the balancer time to take
-//! this instance out of rotation. [`until_draining`] is the generic
-//! [`stream::until_draining`](crate::stream::until_draining), with
-//! [`final_event`](UntilDraining::final_event) for event streams.
+//! this instance out of rotation. Wrap the event stream in
+//! [`stream::until_draining`](crate::stream::until_draining) and give it
+//! [`reconnect_event`] as its [`final_event`](UntilDraining::final_event).
 //!
 //! ```no_run
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use axum::response::sse::{Event, KeepAlive, Sse};
 //! use axum::{extract::State, response::IntoResponse, routing::get, Router};
+//! use axum_terminus::stream::until_draining;
 //! use axum_terminus::{sse, Terminus, TerminusLayer};
 //! use futures_util::stream;
 //!
 //! async fn events(State(terminus): State<Terminus>) -> impl IntoResponse {
 //!     let ticks = stream::repeat_with(|| Ok::<_, Infallible>(Event::default().data("tick")));
-//!     let events = sse::until_draining(ticks, &terminus)
+//!     let events = until_draining(ticks, &terminus)
 //!         .final_event(sse::reconnect_event(Duration::from_secs(3)));
 //!     Sse::new(events).keep_alive(KeepAlive::default())
 //! }
@@ -38,7 +39,7 @@ use std::time::Duration;
 use axum::response::sse::Event;
 use futures_core::Stream;
 
-pub use crate::stream::{until_draining, UntilDraining};
+use crate::stream::UntilDraining;
 
 /// The name of the event [`reconnect_event`] sends.
 pub const RECONNECT_EVENT: &str = "reconnect";

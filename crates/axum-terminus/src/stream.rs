@@ -29,15 +29,15 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use pin_project_lite::pin_project;
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-/// Wraps `stream` so that it ends when `controller` begins Draining (at once if it
+/// Wraps `stream` so that it ends when `terminus` begins Draining (at once if it
 /// already has). See [`UntilDraining`].
-pub fn until_draining<S: Stream>(stream: S, controller: &ShutdownController) -> UntilDraining<S> {
+pub fn until_draining<S: Stream>(stream: S, terminus: &Terminus) -> UntilDraining<S> {
     UntilDraining {
         inner: stream,
-        draining: Box::pin(controller.token().cancelled_owned()),
+        draining: Box::pin(terminus.token().cancelled_owned()),
         final_item: None,
         ended: false,
     }
@@ -125,12 +125,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_endless_stream_ends_with_the_final_item_at_draining() {
-        let controller = ShutdownController::builder().build().unwrap();
+        let terminus = Terminus::builder().build().unwrap();
         let ticks = futures_util::stream::repeat("tick");
-        let mut stream = Box::pin(until_draining(ticks, &controller).final_item("bye"));
+        let mut stream = Box::pin(until_draining(ticks, &terminus).final_item("bye"));
         assert_eq!(stream.next().await, Some("tick"));
         assert_eq!(stream.next().await, Some("tick"));
-        controller.shutdown("test");
+        terminus.shutdown("test");
         assert_eq!(stream.next().await, Some("bye"));
         assert_eq!(stream.next().await, None);
         assert_eq!(stream.next().await, None, "stays ended");
@@ -138,13 +138,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pending_stream_is_woken_when_draining_begins() {
-        let controller = ShutdownController::builder().build().unwrap();
+        let terminus = Terminus::builder().build().unwrap();
         let never = futures_util::stream::pending::<u8>();
-        let mut stream = Box::pin(until_draining(never, &controller));
+        let mut stream = Box::pin(until_draining(never, &terminus));
         let waiter = tokio::spawn(async move { stream.next().await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiter.is_finished());
-        controller.shutdown("test");
+        terminus.shutdown("test");
         let ended = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("woken by draining")
@@ -154,9 +154,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_ends_by_itself_sends_no_final_item() {
-        let controller = ShutdownController::builder().build().unwrap();
+        let terminus = Terminus::builder().build().unwrap();
         let items = futures_util::stream::iter([1, 2]);
-        let stream = until_draining(items, &controller).final_item(99);
+        let stream = until_draining(items, &terminus).final_item(99);
         assert_eq!(stream.collect::<Vec<_>>().await, vec![1, 2]);
     }
 }

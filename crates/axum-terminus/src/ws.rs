@@ -3,27 +3,27 @@
 //! A WebSocket outlives the request that opened it: once upgraded, it leaves the
 //! server's connection registry, and a plain `on_upgrade` handler would be cut at the
 //! drain deadline, or never told anything at all. [`Upgrade::on_upgrade`] runs the
-//! handler under the controller instead:
+//! handler under the terminus instead:
 //!
-//! - the session is a tracked task ([`ShutdownController::spawn_tracked`]) from the
+//! - the session is a tracked task ([`Terminus::spawn_tracked`]) from the
 //!   moment the `101` response leaves the handler, so Closing waits for it;
 //! - at Draining, [`Socket::recv`] returns `None`, so the usual
 //!   `while let Some(message) = socket.recv().await` loop ends by itself; a handler
-//!   that does not return within [`handler_grace`](WebSocketDrain::handler_grace) is
+//!   that does not return within [`handler_grace`](Sessions::handler_grace) is
 //!   dropped;
 //! - then the helper sends the optional reconnect message and a Close frame with code
 //!   1001 (Going Away), and waits for the peer's Close up to
-//!   [`close_timeout`](WebSocketDrain::close_timeout): a prompt client lets the
+//!   [`close_timeout`](Sessions::close_timeout): a prompt client lets the
 //!   process exit without waiting for `drain_timeout`;
 //! - a session still open at `drain_timeout` is aborted and reported in one `warn`
 //!   event with its peer, path and age, like a cut connection.
 //!
 //! ```no_run
 //! use axum::{extract::State, response::Response, routing::get, Router};
-//! use axum_terminus::ws::{Message, Upgrade, WebSocketDrain};
+//! use axum_terminus::ws::{Message, Upgrade, Sessions};
 //! use axum_terminus::{Terminus, TerminusLayer};
 //!
-//! async fn echo(upgrade: Upgrade, State(sockets): State<WebSocketDrain>) -> Response {
+//! async fn echo(upgrade: Upgrade, State(sockets): State<Sessions>) -> Response {
 //!     upgrade.on_upgrade(&sockets, |mut socket| async move {
 //!         // Ends at Draining; the helper then says goodbye with a 1001 Close.
 //!         while let Some(Ok(message)) = socket.recv().await {
@@ -36,7 +36,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let terminus = Terminus::builder().build()?;
-//! let sockets = WebSocketDrain::new(&terminus).reconnect_message(Message::text("reconnect"));
+//! let sockets = Sessions::new(&terminus).reconnect_message(Message::text("reconnect"));
 //! let app = Router::new()
 //!     .route("/ws", get(echo))
 //!     .with_state(sockets)
@@ -58,13 +58,13 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::request::Parts;
-use terminus_core::ShutdownController;
+use terminus_core::Terminus;
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub use axum::extract::ws::{Message, Utf8Bytes};
 
-/// How long [`WebSocketDrain`] waits for the peer's Close by default.
+/// How long [`Sessions`] waits for the peer's Close by default.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a handler may keep running after Draining begins, by default.
 pub const DEFAULT_HANDLER_GRACE: Duration = Duration::from_secs(1);
@@ -74,12 +74,12 @@ pub const DEFAULT_HANDLER_GRACE: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use std::time::Duration;
-/// use axum_terminus::ws::{Message, WebSocketDrain};
+/// use axum_terminus::ws::{Message, Sessions};
 /// use axum_terminus::Terminus;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder().build()?;
-/// let sockets = WebSocketDrain::new(&terminus)
+/// let sockets = Sessions::new(&terminus)
 ///     .reconnect_message(Message::text(r#"{"type":"reconnect"}"#))
 ///     .close_reason("server restarting")
 ///     .close_timeout(Duration::from_secs(1))
@@ -87,17 +87,17 @@ pub const DEFAULT_HANDLER_GRACE: Duration = Duration::from_secs(1);
 /// # let _ = sockets; Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct WebSocketDrain {
-    controller: ShutdownController,
+pub struct Sessions {
+    terminus: Terminus,
     reconnect: Option<Message>,
     close_reason: Utf8Bytes,
     close_timeout: Duration,
     handler_grace: Duration,
 }
 
-impl fmt::Debug for WebSocketDrain {
+impl fmt::Debug for Sessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebSocketDrain")
+        f.debug_struct("Sessions")
             .field("reconnect", &self.reconnect)
             .field("close_reason", &self.close_reason)
             .field("close_timeout", &self.close_timeout)
@@ -106,12 +106,12 @@ impl fmt::Debug for WebSocketDrain {
     }
 }
 
-impl WebSocketDrain {
-    /// Sessions under `controller`: no reconnect message, Close reason
+impl Sessions {
+    /// Sessions under `terminus`: no reconnect message, Close reason
     /// `"server shutting down"`, [`DEFAULT_CLOSE_TIMEOUT`], [`DEFAULT_HANDLER_GRACE`].
-    pub fn new(controller: &ShutdownController) -> WebSocketDrain {
-        WebSocketDrain {
-            controller: controller.clone(),
+    pub fn new(terminus: &Terminus) -> Sessions {
+        Sessions {
+            terminus: terminus.clone(),
             reconnect: None,
             close_reason: Utf8Bytes::from_static("server shutting down"),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -151,9 +151,9 @@ impl WebSocketDrain {
         self
     }
 
-    /// The controller the sessions run under.
-    pub fn controller(&self) -> &ShutdownController {
-        &self.controller
+    /// The terminus the sessions run under.
+    pub fn terminus(&self) -> &Terminus {
+        &self.terminus
     }
 }
 
@@ -227,12 +227,12 @@ impl Upgrade {
     }
 
     /// Answers the upgrade request and runs `handler` on the socket as a tracked
-    /// session under `drain`'s controller (see the [module docs](self)).
+    /// session under `drain`'s terminus (see the [module docs](self)).
     ///
     /// The session is tracked from now, before the `101` response is sent, so no
     /// moment of its life escapes the shutdown. If the upgrade fails, the session ends
     /// without calling `handler`.
-    pub fn on_upgrade<F, Fut>(self, drain: &WebSocketDrain, handler: F) -> Response
+    pub fn on_upgrade<F, Fut>(self, drain: &Sessions, handler: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -247,7 +247,7 @@ impl Upgrade {
                 finished: false,
             },
         };
-        drain.controller.spawn_tracked(session.run(upgraded_rx, handler));
+        drain.terminus.spawn_tracked(session.run(upgraded_rx, handler));
         self.inner.on_upgrade(move |socket| async move {
             // The session task holds the receiver until it is cut; a send error means
             // it is gone, and dropping the socket closes the connection.
@@ -258,7 +258,7 @@ impl Upgrade {
 
 /// One session's lifetime, run as a tracked task.
 struct Session {
-    drain: WebSocketDrain,
+    drain: Sessions,
     report: Report,
 }
 
@@ -268,7 +268,7 @@ impl Session {
         F: FnOnce(Socket) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let draining = self.drain.controller.token();
+        let draining = self.drain.terminus.token();
         // An error: the upgrade failed and axum dropped our sender.
         let Ok(socket) = upgraded.await else {
             self.report.finished = true;
@@ -523,12 +523,11 @@ mod tests {
     use axum::Router;
     use tokio_tungstenite::tungstenite::Message as ClientMessage;
 
-    use crate::{NoConnections, Phase};
+    use crate::Phase;
+    use terminus_core::server::ServerExt;
+    use terminus_core::NoConnections;
 
-    async fn echo(
-        upgrade: Upgrade,
-        axum::extract::State(drain): axum::extract::State<WebSocketDrain>,
-    ) -> Response {
+    async fn echo(upgrade: Upgrade, axum::extract::State(drain): axum::extract::State<Sessions>) -> Response {
         upgrade.on_upgrade(&drain, |mut socket| async move {
             while let Some(Ok(message)) = socket.recv().await {
                 if socket.send(message).await.is_err() {
@@ -539,7 +538,7 @@ mod tests {
     }
 
     /// Serves `/ws` with axum's own server (the helper must not depend on ours).
-    async fn start(drain: WebSocketDrain) -> SocketAddr {
+    async fn start(drain: Sessions) -> SocketAddr {
         let app = Router::new().route("/ws", get(echo)).with_state(drain);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -547,32 +546,32 @@ mod tests {
         addr
     }
 
-    fn controller(drain_timeout: Duration) -> ShutdownController {
-        let controller = ShutdownController::builder()
+    fn terminus(drain_timeout: Duration) -> Terminus {
+        let terminus = Terminus::builder()
             .drain_delay(Duration::ZERO)
             .drain_timeout(drain_timeout)
             .build()
             .unwrap();
-        controller.mark_listeners_bound();
-        controller
+        terminus.mark_listeners_bound();
+        terminus
     }
 
     #[tokio::test]
     async fn draining_sends_reconnect_then_going_away_and_shutdown_does_not_wait_for_the_deadline() {
-        let controller = controller(Duration::from_secs(30));
-        let drain = WebSocketDrain::new(&controller).reconnect_message(Message::text("reconnect"));
+        let terminus = terminus(Duration::from_secs(30));
+        let drain = Sessions::new(&terminus).reconnect_message(Message::text("reconnect"));
         let addr = start(drain).await;
         let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
         client.send(ClientMessage::text("hi")).await.unwrap();
         assert_eq!(client.next().await.unwrap().unwrap(), ClientMessage::text("hi"));
-        assert_eq!(controller.tracked_tasks(), 1, "the session is tracked");
+        assert_eq!(terminus.tracked_tasks(), 1, "the session is tracked");
 
-        controller.shutdown("test");
+        terminus.shutdown("test");
         let runner = tokio::spawn({
-            let controller = controller.clone();
-            async move { controller.run(NoConnections).await }
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
         });
         let reconnect = client.next().await.unwrap().unwrap();
         assert_eq!(reconnect, ClientMessage::text("reconnect"));
@@ -590,22 +589,22 @@ mod tests {
             .unwrap();
         assert!(outcome.is_graceful());
         assert_eq!(outcome.tasks_cut, 0);
-        assert_eq!(controller.phase(), Phase::Stopped);
+        assert_eq!(terminus.phase(), Phase::Stopped);
     }
 
     #[tokio::test]
     async fn a_peer_that_never_answers_close_is_bounded_by_close_timeout() {
-        let controller = controller(Duration::from_secs(30));
-        let drain = WebSocketDrain::new(&controller).close_timeout(Duration::from_millis(300));
+        let terminus = terminus(Duration::from_secs(30));
+        let drain = Sessions::new(&terminus).close_timeout(Duration::from_millis(300));
         let addr = start(drain).await;
         let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = Instant::now();
-        controller.shutdown("test");
+        terminus.shutdown("test");
         // The client never reads, so it never answers the Close.
-        let outcome = tokio::time::timeout(Duration::from_secs(5), controller.run(NoConnections))
+        let outcome = tokio::time::timeout(Duration::from_secs(5), terminus.run(NoConnections))
             .await
             .expect("bounded by close_timeout");
         assert!(outcome.is_graceful());
@@ -615,11 +614,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_handler_that_ignores_draining_is_dropped_after_the_grace_and_the_socket_closed() {
-        let controller = controller(Duration::from_secs(30));
-        let drain = WebSocketDrain::new(&controller).handler_grace(Duration::from_millis(100));
+        let terminus = terminus(Duration::from_secs(30));
+        let drain = Sessions::new(&terminus).handler_grace(Duration::from_millis(100));
         let app = Router::new().route(
             "/ws",
-            get(|upgrade: Upgrade, axum::extract::State(drain): axum::extract::State<WebSocketDrain>| async move {
+            get(|upgrade: Upgrade, axum::extract::State(drain): axum::extract::State<Sessions>| async move {
                 upgrade.on_upgrade(&drain, |_socket| std::future::pending::<()>())
             }),
         )
@@ -631,10 +630,10 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        controller.shutdown("test");
+        terminus.shutdown("test");
         let runner = tokio::spawn({
-            let controller = controller.clone();
-            async move { controller.run(NoConnections).await }
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
         });
         let close = tokio::time::timeout(Duration::from_secs(5), client.next())
             .await
@@ -652,17 +651,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_still_open_at_drain_timeout_is_cut_and_counted() {
-        let controller = controller(Duration::from_millis(300));
+        let terminus = terminus(Duration::from_millis(300));
         // The handler returns at Draining, but the peer never answers and the
         // close timeout is longer than the drain deadline.
-        let drain = WebSocketDrain::new(&controller).close_timeout(Duration::from_secs(60));
+        let drain = Sessions::new(&terminus).close_timeout(Duration::from_secs(60));
         let addr = start(drain).await;
         let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        controller.shutdown("test");
-        let outcome = tokio::time::timeout(Duration::from_secs(5), controller.run(NoConnections))
+        terminus.shutdown("test");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), terminus.run(NoConnections))
             .await
             .unwrap();
         assert_eq!(outcome.tasks_cut, 1);

@@ -40,31 +40,74 @@ pub enum ExitCodePolicy {
     SignalNumber,
 }
 
-/// The lifecycle settings. Build one with [`ShutdownController::builder`](crate::ShutdownController::builder).
+/// The lifecycle settings in force, as [`Terminus::config`](crate::Terminus::config)
+/// reports them. Set them with the [`Builder`](crate::Builder), which validates them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
-    /// How long [`Draining`](crate::Phase::Draining) lasts: readiness fails and
-    /// traffic is still served, so that load balancers stop routing here before
-    /// the listener closes. Default: 5 s when `KUBERNETES_SERVICE_HOST` is set, else 0.
-    pub drain_delay: Duration,
+    pub(crate) drain_delay: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) cleanup_timeout: Duration,
+    pub(crate) signals: Vec<Signal>,
+    pub(crate) force_on_second_signal: bool,
+    pub(crate) exit_code_policy: ExitCodePolicy,
+    pub(crate) shutdown_on_fatal: bool,
+    pub(crate) require_mark_ready: bool,
+    pub(crate) grace_period: Option<Duration>,
+}
+
+impl Config {
+    /// How long [`Draining`](crate::Phase::Draining) lasts: readiness fails and traffic
+    /// is still served, so that load balancers stop routing here before the listener
+    /// closes. Default: 5 s when `KUBERNETES_SERVICE_HOST` is set, else 0.
+    pub fn drain_delay(&self) -> Duration {
+        self.drain_delay
+    }
+
     /// How long [`Closing`](crate::Phase::Closing) waits for in-flight requests,
     /// connections and tracked tasks before cutting them. Default 20 s.
-    pub drain_timeout: Duration,
-    /// The bound on each cleanup hook. Default 3 s.
-    pub cleanup_timeout: Duration,
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// The bound on each hook. Default 3 s.
+    pub fn cleanup_timeout(&self) -> Duration {
+        self.cleanup_timeout
+    }
+
     /// The signals that start a shutdown. Default `SIGTERM`, `SIGINT`.
-    pub signals: Vec<Signal>,
-    /// A second signal during shutdown skips the rest and forces the exit. Default `true`.
-    pub force_on_second_signal: bool,
+    pub fn signals(&self) -> &[Signal] {
+        &self.signals
+    }
+
+    /// Whether a second signal during shutdown skips the rest and forces the exit.
+    /// Default `true`.
+    pub fn force_on_second_signal(&self) -> bool {
+        self.force_on_second_signal
+    }
+
     /// How the outcome maps to an exit code.
-    pub exit_code_policy: ExitCodePolicy,
-    /// [`set_fatal`](crate::ShutdownController::set_fatal) also starts a shutdown. Default `true`.
-    pub shutdown_on_fatal: bool,
-    /// Readiness also waits for [`mark_ready`](crate::ShutdownController::mark_ready). Default `false`.
-    pub require_mark_ready: bool,
-    /// The pod's termination grace period, when known: `build()` then rejects
-    /// deadlines that cannot finish inside it.
-    pub grace_period: Option<Duration>,
+    pub fn exit_code_policy(&self) -> ExitCodePolicy {
+        self.exit_code_policy
+    }
+
+    /// Whether [`set_fatal`](crate::Terminus::set_fatal) also starts a shutdown.
+    /// Default `true`.
+    pub fn shutdown_on_fatal(&self) -> bool {
+        self.shutdown_on_fatal
+    }
+
+    /// Whether readiness also waits for [`mark_ready`](crate::Terminus::mark_ready).
+    /// Default `false`.
+    pub fn require_mark_ready(&self) -> bool {
+        self.require_mark_ready
+    }
+
+    /// The pod's termination grace period, when known: `build()` rejects deadlines that
+    /// cannot finish inside it.
+    pub fn grace_period(&self) -> Option<Duration> {
+        self.grace_period
+    }
 }
 
 impl Default for Config {
@@ -89,27 +132,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Overrides settings from the `TERMINUS_*` environment variables that are set:
-    /// [`ENV_DRAIN_DELAY`], [`ENV_DRAIN_TIMEOUT`], [`ENV_CLEANUP_TIMEOUT`],
-    /// [`ENV_GRACE_PERIOD`] (durations like `1500ms`, `5s`, `1m 30s`) and [`ENV_SIGNALS`].
-    ///
-    /// A malformed value is an error naming the variable; nothing is half-applied.
-    ///
-    /// ```
-    /// use terminus_core::Config;
-    ///
-    /// // SAFETY of the example: doc tests run in their own process.
-    /// std::env::set_var("TERMINUS_DRAIN_TIMEOUT", "soon");
-    /// let error = Config::default().from_env().unwrap_err();
-    /// assert_eq!(error.field(), "TERMINUS_DRAIN_TIMEOUT");
-    /// ```
-    pub fn from_env(self) -> Result<Config, ConfigError> {
-        self.from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// [`from_env`](Config::from_env) with a custom lookup, for tests and for
-    /// settings that come from somewhere else (a file, a flag parser).
-    pub fn from_lookup(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    /// Overrides settings from the `TERMINUS_*` variables that `lookup` finds (see
+    /// [`Builder::from_env`](crate::Builder::from_env)). A malformed value is an error
+    /// naming the variable; nothing is half-applied.
+    pub(crate) fn apply_env(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let duration = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
             lookup(name)
                 .map(|value| parse_duration(&value).map_err(|message| ConfigError::new(name, message)))
@@ -128,12 +157,7 @@ impl Config {
             self.grace_period = Some(value);
         }
         if let Some(list) = lookup(ENV_SIGNALS) {
-            self.signals = list
-                .split(',')
-                .filter(|name| !name.trim().is_empty())
-                .map(|name| name.parse::<Signal>())
-                .collect::<Result<_, _>>()
-                .map_err(|error| ConfigError::new(ENV_SIGNALS, error.to_string()))?;
+            self.signals = parse_signals(&list)?;
         }
         Ok(self)
     }
@@ -189,6 +213,27 @@ impl Config {
         let hooks = self.cleanup_timeout.saturating_mul(saturating_u32(before_hooks));
         self.drain_delay.max(hooks)
     }
+}
+
+/// Parses `SIGTERM,SIGINT`. An empty list is an error: it would leave the process with
+/// no graceful shutdown at all, SIGTERM killing it on the spot.
+fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
+    let signals = list
+        .split(',')
+        .filter(|name| !name.trim().is_empty())
+        .map(|name| name.parse::<Signal>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ConfigError::new(ENV_SIGNALS, error.to_string()))?;
+    if signals.is_empty() {
+        return Err(ConfigError::new(
+            ENV_SIGNALS,
+            format!(
+                "`{list}` names no signal; without one, SIGTERM would kill the process with no \
+                 graceful shutdown. Unset it for the default (SIGTERM,SIGINT)"
+            ),
+        ));
+    }
+    Ok(signals)
 }
 
 /// Parses `1500ms`, `5s`, `1m 30s` (humantime's format) into a duration.
@@ -256,7 +301,7 @@ mod tests {
     #[test]
     fn environment_durations_accept_milliseconds_and_seconds() {
         let config = Config::default()
-            .from_lookup(env(&[
+            .apply_env(env(&[
                 (ENV_DRAIN_DELAY, "1500ms"),
                 (ENV_DRAIN_TIMEOUT, "5s"),
                 (ENV_CLEANUP_TIMEOUT, "1m 30s"),
@@ -272,16 +317,27 @@ mod tests {
     #[test]
     fn malformed_environment_value_names_the_variable() {
         let error = Config::default()
-            .from_lookup(env(&[(ENV_DRAIN_DELAY, "5")]))
+            .apply_env(env(&[(ENV_DRAIN_DELAY, "5")]))
             .unwrap_err();
         assert_eq!(error.field(), ENV_DRAIN_DELAY);
         assert!(error.to_string().contains("TERMINUS_DRAIN_DELAY"), "{error}");
 
         let error = Config::default()
-            .from_lookup(env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]))
+            .apply_env(env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]))
             .unwrap_err();
         assert_eq!(error.field(), ENV_SIGNALS);
         assert!(error.message().contains("SIGNOPE"));
+    }
+
+    #[test]
+    fn an_empty_signal_list_is_an_error_naming_the_variable() {
+        for value in ["", " ", ",", " , ,"] {
+            let error = Config::default()
+                .apply_env(env(&[(ENV_SIGNALS, value)]))
+                .unwrap_err();
+            assert_eq!(error.field(), ENV_SIGNALS, "for `{value}`");
+            assert!(error.message().contains("names no signal"), "{error}");
+        }
     }
 
     #[test]

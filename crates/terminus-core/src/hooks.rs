@@ -8,9 +8,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 /// The error type hooks return: anything that can be displayed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Turns a function of some state into the function of nothing that hooks take, by
+/// cloning the state for every call: no clone-inside-the-closure dance.
+///
+/// ```
+/// use terminus_core::{with_state, Terminus};
+///
+/// #[derive(Clone)]
+/// struct Pool;
+/// impl Pool {
+///     async fn close(&self) {}
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool;
+/// let terminus = Terminus::builder()
+///     .on_shutdown("close pool", with_state(pool.clone(), |pool| async move {
+///         pool.close().await;
+///         Ok(())
+///     }))
+///     .build()?;
+/// # let _ = terminus; Ok(()) }
+/// ```
+pub fn with_state<S, F, Fut>(state: S, f: F) -> impl Fn() -> Fut + Send + Sync + 'static
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+{
+    move || f(state.clone())
+}
 
 type HookFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
 type HookFn = Arc<dyn Fn() -> HookFuture + Send + Sync + 'static>;
@@ -74,19 +105,18 @@ impl Hook {
 
     /// Runs the hook on its own task, so that a panic is caught and a hang can be
     /// abandoned at the deadline. Never fails: the result is reported and returned.
+    /// The task is aborted when the deadline passes, and when this future is dropped
+    /// (a second signal skips the rest of the shutdown).
     pub(crate) async fn run(&self, timeout: Duration) -> HookResult {
         let started = Instant::now();
-        let task = tokio::spawn((self.run)());
-        let abort = task.abort_handle();
+        let task = AbortOnDropHandle::new(tokio::spawn((self.run)()));
         let status = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(()))) => HookStatus::Ok,
             Ok(Ok(Err(error))) => HookStatus::Failed(error.to_string()),
             Ok(Err(join_error)) if join_error.is_panic() => HookStatus::Panicked,
             Ok(Err(_cancelled)) => HookStatus::Failed("cancelled".to_owned()),
-            Err(_elapsed) => {
-                abort.abort();
-                HookStatus::TimedOut
-            }
+            // Dropping the handle with the timed-out future aborted the task.
+            Err(_elapsed) => HookStatus::TimedOut,
         };
         let elapsed = started.elapsed();
         let elapsed_ms = elapsed.as_millis() as u64;
@@ -157,6 +187,29 @@ mod tests {
         let result = hook.run(Duration::from_secs(3)).await;
         assert_eq!(result.status, HookStatus::TimedOut);
         assert_eq!(result.elapsed, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hook_whose_run_is_dropped_is_aborted() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let hook = Hook::new(HookStage::OnShutdown, "hang", move || {
+            // Dropped when the task is aborted: the receiver then sees the channel closed.
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let _tx = tx;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let run = tokio::spawn(async move { hook.run(Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        run.abort();
+        let closed = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        assert!(
+            matches!(closed, Ok(Err(_))),
+            "the hook's task was aborted with its run"
+        );
     }
 
     #[tokio::test]

@@ -1,56 +1,67 @@
-//! The lifecycle behind terminus-rs: a [`ShutdownController`] that takes a server from
-//! `Starting` to `Stopped` without losing requests, and the health registry its probes
-//! read.
+//! The lifecycle behind terminus-rs: a [`Terminus`] takes a server from `Starting` to
+//! `Stopped` without losing requests, and its health registry answers the probes.
 //!
-//! This crate has no HTTP types. `tower-terminus` turns it into middleware and
-//! `axum-terminus` into a server; use those unless you are writing your own.
+//! This crate has no HTTP types and no HTTP client. `tower-terminus` turns it into
+//! middleware and `axum-terminus` into a server; applications use those (through
+//! `axum-terminus`, which re-exports what they need).
 //!
 //! ```
 //! use std::time::Duration;
-//! use terminus_core::{NoConnections, Phase, ShutdownController};
+//! use terminus_core::{NoConnections, Phase, Terminus};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let controller = ShutdownController::builder()
+//! let terminus = Terminus::builder()
 //!     .from_env()?                       // TERMINUS_DRAIN_DELAY=5s, ...
 //!     .drain_timeout(Duration::from_secs(10))
 //!     .on_shutdown("flush metrics", || async { Ok(()) })
 //!     .build()?;
 //!
-//! let worker = controller.token();       // fires when Draining begins
-//! controller.spawn_tracked(async move { worker.cancelled().await });
+//! let worker = terminus.token();         // fires when Draining begins
+//! terminus.spawn_tracked(async move { worker.cancelled().await });
 //!
-//! controller.mark_listeners_bound();     // `serve` does this for you
-//! controller.shutdown("deploy");         // or SIGTERM
-//! let outcome = controller.run(NoConnections).await;
+//! terminus.shutdown("deploy");           // or SIGTERM
+//! let outcome = terminus.run(NoConnections).await;
 //! assert!(outcome.is_graceful());
-//! assert_eq!(controller.phase(), Phase::Stopped);
+//! assert_eq!(terminus.phase(), Phase::Stopped);
 //! # Ok(()) }
 //! ```
 //!
-//! See `docs/lifecycle.md` in the repository for the phases on a timeline.
+//! Where to start reading: [`Terminus`] (the handle), [`Builder`] (the settings),
+//! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
+//! checks behind the probes), and [`server`] (what a server built on this crate does).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod builder;
 mod config;
-mod controller;
 pub mod health;
 mod hooks;
-mod in_flight;
-mod lifecycle;
 mod outcome;
 mod phase;
+mod requests;
+mod run;
+pub mod server;
 mod signal;
+mod tasks;
+mod terminus;
 
+pub use builder::Builder;
 pub use config::{
     Config, ConfigError, ExitCodePolicy, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, ENV_CLEANUP_TIMEOUT,
     ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_SIGNALS, KUBERNETES_DRAIN_DELAY,
 };
-pub use controller::{Builder, ShutdownController};
-pub use health::{Check, CheckError, CheckKind, HealthRegistry, HealthStatus, Report};
-pub use hooks::{BoxError, HookResult, HookStage, HookStatus};
-pub use in_flight::RequestGuard;
-pub use lifecycle::{Drain, NoConnections};
+pub use health::{Check, CheckError, CheckKind};
+pub use hooks::{with_state, BoxError, HookResult, HookStage, HookStatus};
 pub use outcome::{Forced, Outcome, PhaseDurations, ShutdownReason};
 pub use phase::Phase;
+pub use requests::{DescribeRequest, RequestGuard};
+pub use run::{Drain, NoConnections};
 pub use signal::{Signal, UnknownSignal};
+pub use terminus::Terminus;
 pub use tokio_util::sync::CancellationToken;
+
+/// Locks a mutex whose data stays consistent even if a holder panicked: every critical
+/// section in this crate is a single read, insert, remove or assignment.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -16,9 +16,9 @@ use crate::signal::Signal;
 pub enum ShutdownReason {
     /// An operating-system signal.
     Signal(Signal),
-    /// [`ShutdownController::shutdown`](crate::ShutdownController::shutdown) was called.
+    /// [`Terminus::shutdown`](crate::Terminus::shutdown) was called.
     Requested(Cow<'static, str>),
-    /// [`ShutdownController::set_fatal`](crate::ShutdownController::set_fatal) was called.
+    /// [`Terminus::set_fatal`](crate::Terminus::set_fatal) was called.
     Fatal(String),
 }
 
@@ -72,23 +72,47 @@ impl PhaseDurations {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Forced {
-    /// `drain_timeout` passed with work still in flight.
+    /// `drain_timeout` passed with requests, upgraded sessions or tracked tasks still
+    /// in flight.
     DrainTimeout,
-    /// A second signal arrived (or [`ShutdownController::force`](crate::ShutdownController::force) was called).
+    /// A second signal arrived (or [`Terminus::force`](crate::Terminus::force) was called).
     SecondSignal,
 }
 
+impl Forced {
+    /// `drain_timeout` or `second_signal`, as logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forced::DrainTimeout => "drain_timeout",
+            Forced::SecondSignal => "second_signal",
+        }
+    }
+}
+
 /// The result of a whole shutdown, returned by `serve` (or
-/// [`ShutdownController::run`](crate::ShutdownController::run)).
+/// [`Terminus::run`](crate::Terminus::run)).
+///
+/// The counts follow the definitions of the design: a request is **drained** when it
+/// completed after the shutdown began, and **cut** when it was still in flight at the
+/// drain deadline (or at a second signal). `requests_drained + requests_cut` is every
+/// request that was in flight when Draining began or arrived after. A connection with
+/// nothing in flight that is closed at Closing (an idle keep-alive, an HTTP/2 peer
+/// that never acknowledges the GOAWAY) is neither: it does not make the stop forced.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Outcome {
     /// Why the shutdown started.
     pub reason: ShutdownReason,
-    /// `None` when everything finished within its deadline.
+    /// `None` when nothing was cut and no second signal skipped the rest.
     pub forced: Option<Forced>,
-    /// Requests that completed after the shutdown started.
+    /// Requests that completed after the shutdown began.
     pub requests_drained: u64,
-    /// Connections cut at the deadline (each logged in its own `warn` event).
+    /// Requests still in flight at the drain deadline, cut (each named in its own
+    /// `warn` event).
+    pub requests_cut: u64,
+    /// Connections cut at the deadline because a request or an upgraded session
+    /// (a WebSocket) was still in flight on them. Idle connections closed at Closing
+    /// are not counted.
     pub connections_cut: usize,
     /// Tracked tasks aborted at the deadline.
     pub tasks_cut: usize,
@@ -148,6 +172,7 @@ mod tests {
             reason,
             forced,
             requests_drained: 0,
+            requests_cut: 0,
             connections_cut: 0,
             tasks_cut: 0,
             durations: PhaseDurations::default(),

@@ -1,6 +1,14 @@
-//! The phases of a server's life, in the order they happen.
+//! The phases of a server's life, and the one place the current phase is kept.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::lock;
 
 /// Where a server is in its lifecycle.
 ///
@@ -32,7 +40,7 @@ pub enum Phase {
     Closing = 3,
     /// `on_signal` and `on_shutdown` hooks run, each bounded by `cleanup_timeout`.
     CleaningUp = 4,
-    /// Everything is done; `serve` returns its outcome.
+    /// Everything is done; the [`Outcome`](crate::Outcome) is published.
     Stopped = 5,
 }
 
@@ -54,7 +62,7 @@ impl Phase {
         }
     }
 
-    pub(crate) fn from_u8(value: u8) -> Phase {
+    fn from_u8(value: u8) -> Phase {
         match value {
             0 => Phase::Starting,
             1 => Phase::Serving,
@@ -70,6 +78,77 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The current phase: the one copy every component reads.
+///
+/// The value is an atomic, because the request path reads it on every response; the
+/// watch channel and the token only announce changes of that value, and `enter` is the
+/// only writer of all three, under one lock, so they cannot disagree.
+pub(crate) struct PhaseCell {
+    value: AtomicU8,
+    changes: watch::Sender<Phase>,
+    /// Cancelled on entering Draining: [`Terminus::token`](crate::Terminus::token).
+    draining: CancellationToken,
+    /// When the current phase began; the lock serialises transitions.
+    since: Mutex<Instant>,
+    created: Instant,
+}
+
+impl PhaseCell {
+    pub(crate) fn new() -> PhaseCell {
+        let now = Instant::now();
+        PhaseCell {
+            value: AtomicU8::new(Phase::Starting as u8),
+            changes: watch::channel(Phase::Starting).0,
+            draining: CancellationToken::new(),
+            since: Mutex::new(now),
+            created: now,
+        }
+    }
+
+    /// One atomic load. SeqCst pairs with the store in `enter`: code that publishes
+    /// something and then reads the phase (a connection registering, a request ending)
+    /// and code that changes the phase and then looks at what was published cannot
+    /// both miss each other.
+    pub(crate) fn get(&self) -> Phase {
+        Phase::from_u8(self.value.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn draining_token(&self) -> &CancellationToken {
+        &self.draining
+    }
+
+    /// Moves to `next` if that is forward, logging one event; `false` if it was not.
+    pub(crate) fn enter(&self, next: Phase, reason: &str) -> bool {
+        let mut since = lock(&self.since);
+        let previous = self.get();
+        if next <= previous {
+            return false;
+        }
+        let now = Instant::now();
+        let in_previous_ms = now.duration_since(*since).as_millis() as u64;
+        *since = now;
+        self.value.store(next as u8, Ordering::SeqCst);
+        tracing::info!(
+            target: "terminus",
+            phase = next.as_str(),
+            previous = previous.as_str(),
+            reason,
+            in_previous_ms,
+            since_start_ms = self.created.elapsed().as_millis() as u64,
+            "phase changed"
+        );
+        self.changes.send_replace(next);
+        if next.is_shutting_down() {
+            self.draining.cancel();
+        }
+        true
     }
 }
 
@@ -89,5 +168,16 @@ mod tests {
         ] {
             assert_eq!(Phase::from_u8(phase as u8), phase);
         }
+    }
+
+    #[test]
+    fn the_cell_only_moves_forward_and_announces_each_move() {
+        let cell = PhaseCell::new();
+        let changes = cell.subscribe();
+        assert!(cell.enter(Phase::Draining, "test"));
+        assert!(!cell.enter(Phase::Serving, "late"), "never backwards");
+        assert_eq!(cell.get(), Phase::Draining);
+        assert_eq!(*changes.borrow(), Phase::Draining);
+        assert!(cell.draining_token().is_cancelled());
     }
 }

@@ -1,4 +1,4 @@
-//! [`TerminusBody`]: the response body, holding the in-flight guard until it ends.
+//! [`TerminusBody`]: the response body, holding the request's guard until it ends.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -8,16 +8,20 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use terminus_core::RequestGuard;
 
+use crate::service::LayerRequest;
+
 pin_project! {
     /// The response body of [`TerminusService`](crate::TerminusService).
     ///
-    /// For an application response it wraps the inner body and keeps the request
-    /// counted as in flight until the body ends, fails, or is dropped (a client that
-    /// disconnects mid-stream). For a probe it is the probe's small, complete body.
+    /// For an application response it wraps the inner body and, when the layer tracks
+    /// the request, keeps it counted as in flight until the body ends, fails, or is
+    /// dropped (a client that disconnects mid-stream). For a probe it is the probe's
+    /// small, complete body. `Default` is an empty body, which middleware such as
+    /// tower-http's `TimeoutLayer` needs for the responses it makes up.
     pub struct TerminusBody<B> {
         #[pin]
         kind: Kind<B>,
-        guard: Option<RequestGuard>,
+        guard: Option<RequestGuard<LayerRequest>>,
     }
 }
 
@@ -30,23 +34,16 @@ pin_project! {
 }
 
 impl<B> TerminusBody<B> {
-    pub(crate) fn tracked(body: B, guard: RequestGuard) -> Self
+    pub(crate) fn inner(body: B, guard: Option<RequestGuard<LayerRequest>>) -> Self
     where
         B: Body,
     {
         // A body that is already over (an empty 204, a HEAD response) releases the
         // request now: nothing will ever poll it to its end.
-        let guard = if body.is_end_stream() { None } else { Some(guard) };
+        let guard = guard.filter(|_| !body.is_end_stream());
         TerminusBody {
             kind: Kind::Inner { body },
             guard,
-        }
-    }
-
-    pub(crate) fn untracked(body: B) -> Self {
-        TerminusBody {
-            kind: Kind::Inner { body },
-            guard: None,
         }
     }
 
@@ -57,6 +54,12 @@ impl<B> TerminusBody<B> {
             },
             guard: None,
         }
+    }
+}
+
+impl<B> Default for TerminusBody<B> {
+    fn default() -> Self {
+        TerminusBody::full(Bytes::new())
     }
 }
 
@@ -106,7 +109,7 @@ where
 impl<B> std::fmt::Debug for TerminusBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TerminusBody")
-            .field("in_flight", &self.guard.is_some())
+            .field("tracked", &self.guard.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -14,6 +14,7 @@ use terminus_core::RequestGuard;
 use crate::body::TerminusBody;
 use crate::layer::Shared;
 use crate::probe::ProbeFuture;
+use crate::service::LayerRequest;
 
 pin_project! {
     /// The response future of [`TerminusService`](crate::TerminusService).
@@ -29,7 +30,7 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            guard: Option<RequestGuard>,
+            guard: Option<RequestGuard<LayerRequest>>,
             version: Version,
             shared: Arc<Shared>,
         },
@@ -41,11 +42,16 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn inner(future: F, guard: RequestGuard, version: Version, shared: Arc<Shared>) -> Self {
+    pub(crate) fn inner(
+        future: F,
+        guard: Option<RequestGuard<LayerRequest>>,
+        version: Version,
+        shared: Arc<Shared>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Inner {
                 future,
-                guard: Some(guard),
+                guard,
                 version,
                 shared,
             },
@@ -79,24 +85,31 @@ where
             } => {
                 // An error drops the guard with the future: the request is over.
                 let mut response = ready!(future.poll(cx))?;
-                if shared.controller.phase().is_shutting_down() && wants_connection_close(*version, &response)
-                {
+                if shared.terminus.phase().is_shutting_down() && wants_connection_close(*version, &response) {
                     response
                         .headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                let Some(guard) = guard.take() else {
-                    // `poll` after `Ready` is a contract violation by the caller; answer
-                    // without tracking rather than panic in the request path.
-                    return Poll::Ready(Ok(response.map(TerminusBody::untracked)));
-                };
-                Poll::Ready(Ok(response.map(|body| TerminusBody::tracked(body, guard))))
+                let guard = guard.take();
+                Poll::Ready(Ok(response.map(|body| TerminusBody::inner(body, guard))))
             }
             KindProj::Probe { future, .. } => {
                 let response = ready!(Pin::new(future).poll(cx));
                 Poll::Ready(Ok(response.map(TerminusBody::full)))
             }
         }
+    }
+}
+
+impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Probe { .. } => "probe",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use terminus_core::health::CheckKind;
-use terminus_core::{ConfigError, ShutdownController};
+use terminus_core::server::{ProbeMatcher, ServerExt};
+use terminus_core::{ConfigError, Terminus};
 use tower_layer::Layer;
 
 use crate::probe::{ProbeRoutes, Route, Target};
@@ -28,15 +29,15 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// HTTP/1.x responses while draining.
 ///
 /// ```
-/// use terminus_core::ShutdownController;
+/// use terminus_core::Terminus;
 /// use tower_terminus::{ProbeFormat, TerminusLayer};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let controller = ShutdownController::builder()
+/// let terminus = Terminus::builder()
 ///     .check(terminus_core::Check::new("db", |_| async { Ok(None) }))
 ///     .build()?;
-/// let layer = TerminusLayer::new(&controller);
-/// let custom = TerminusLayer::builder(&controller)
+/// let layer = TerminusLayer::new(&terminus);
+/// let custom = TerminusLayer::builder(&terminus)
 ///     .readiness_path("/ready")
 ///     .disable_startup()
 ///     .custom_path("/health", ["db"])        // terminus's healthChecks: { '/health': ... }
@@ -52,21 +53,21 @@ pub struct TerminusLayer {
 
 /// What every clone of the service shares.
 pub(crate) struct Shared {
-    pub(crate) controller: ShutdownController,
+    pub(crate) terminus: Terminus,
     pub(crate) probes: Arc<ProbeRoutes>,
 }
 
 impl TerminusLayer {
     /// The layer with the default probes: `/livez`, `/readyz`, `/startupz` (and
     /// `/readyz/<check>` and so on), terminus JSON bodies, reasons withheld.
-    pub fn new(controller: &ShutdownController) -> TerminusLayer {
-        TerminusLayer::builder(controller).assemble()
+    pub fn new(terminus: &Terminus) -> TerminusLayer {
+        TerminusLayer::builder(terminus).assemble()
     }
 
     /// Configures probe paths, bodies and headers; invalid settings are an error from `build()`.
-    pub fn builder(controller: &ShutdownController) -> TerminusLayerBuilder {
+    pub fn builder(terminus: &Terminus) -> TerminusLayerBuilder {
         TerminusLayerBuilder {
-            controller: controller.clone(),
+            terminus: terminus.clone(),
             liveness: Some(DEFAULT_LIVENESS_PATH.to_owned()),
             readiness: Some(DEFAULT_READINESS_PATH.to_owned()),
             startup: Some(DEFAULT_STARTUP_PATH.to_owned()),
@@ -86,9 +87,9 @@ impl TerminusLayer {
         }
     }
 
-    /// The controller this layer reports on.
-    pub fn controller(&self) -> &ShutdownController {
-        &self.shared.controller
+    /// The `Terminus` this layer reports on.
+    pub fn terminus(&self) -> &Terminus {
+        &self.shared.terminus
     }
 }
 
@@ -114,7 +115,7 @@ type Hook = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> +
 /// by [`build`](TerminusLayerBuilder::build), which names the field at fault.
 #[must_use = "a builder does nothing until build() is called"]
 pub struct TerminusLayerBuilder {
-    controller: ShutdownController,
+    terminus: Terminus,
     liveness: Option<String>,
     readiness: Option<String>,
     startup: Option<String>,
@@ -191,7 +192,7 @@ impl TerminusLayerBuilder {
     }
 
     /// A terminus-style path answering with the named checks (registered on the
-    /// controller, of any kind or none): terminus's `healthChecks: { '/health': fn }`.
+    /// terminus, of any kind or none): terminus's `healthChecks: { '/health': fn }`.
     /// It fails from Draining on (see
     /// [`send_failures_during_shutdown`](Self::send_failures_during_shutdown)) and is not
     /// affected by startup. `build()` fails (field `custom_path`) on an unknown name.
@@ -396,7 +397,7 @@ impl TerminusLayerBuilder {
                 ));
             }
         }
-        let health = self.controller.health();
+        let health = self.terminus.health();
         for (path, names) in &self.custom {
             if names.is_empty() {
                 return Err(ConfigError::new(
@@ -407,7 +408,7 @@ impl TerminusLayerBuilder {
             if let Some(unknown) = names.iter().find(|name| !health.contains(name)) {
                 return Err(ConfigError::new(
                     "custom_path",
-                    format!("path `{path}` names the check `{unknown}`, which is not registered on the controller"),
+                    format!("path `{path}` names the check `{unknown}`, which is not registered on the `Terminus`"),
                 ));
             }
         }
@@ -416,7 +417,7 @@ impl TerminusLayerBuilder {
 
     /// Creates the layer from settings already known to be valid.
     fn assemble(self) -> TerminusLayer {
-        let health = self.controller.health();
+        let health = self.terminus.health();
         let kind_route = |path: &Option<String>, name: &str, kind: CheckKind| {
             path.as_ref().map(|path| Route {
                 path: path.clone(),
@@ -450,22 +451,28 @@ impl TerminusLayerBuilder {
                 target: Target::Checks(names.into()),
             });
         }
+        let probes = Arc::new(
+            ProbeRoutes {
+                routes,
+                case_insensitive: self.case_insensitive,
+                per_check_paths: self.per_check_paths,
+                headers: self.headers,
+                render: self.render,
+                fail_during_shutdown: self.fail_during_shutdown,
+                on_failure_during_shutdown: self.on_failure_during_shutdown,
+                canned: Default::default(),
+                quick: Default::default(),
+            }
+            .prepared(),
+        );
+        // A server that tracks requests itself must know which ones are probes: they
+        // are never counted as requests in flight.
+        self.terminus
+            .add_probe_matcher(Arc::clone(&probes) as Arc<dyn ProbeMatcher>);
         TerminusLayer {
             shared: Arc::new(Shared {
-                controller: self.controller,
-                probes: Arc::new(
-                    ProbeRoutes {
-                        routes,
-                        case_insensitive: self.case_insensitive,
-                        per_check_paths: self.per_check_paths,
-                        headers: self.headers,
-                        render: self.render,
-                        fail_during_shutdown: self.fail_during_shutdown,
-                        on_failure_during_shutdown: self.on_failure_during_shutdown,
-                        canned: Default::default(),
-                    }
-                    .prepared(),
-                ),
+                terminus: self.terminus,
+                probes,
             }),
         }
     }

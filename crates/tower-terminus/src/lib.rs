@@ -4,12 +4,14 @@
 //!
 //! - answers the probe paths (`/livez`, `/readyz`, `/startupz`, per-check paths like
 //!   `/readyz/db`, terminus-style custom paths) itself, before the inner service runs,
-//!   from the controller's health checks; probe requests are never counted as in flight;
+//!   from the [`Terminus`]'s health checks; probe requests are never counted as in flight;
 //! - renders probe bodies as terminus JSON (default), Kubernetes text (`?verbose`) or
 //!   `application/health+json` (by `Accept`), with failure reasons withheld unless
 //!   [`TerminusLayerBuilder::expose_failure_reasons`] is set;
 //! - counts every other request as in flight from `call` until its response body
-//!   ends, fails or is dropped, so that shutdown waits for streaming responses too;
+//!   ends, fails or is dropped, so that shutdown waits for streaming responses too
+//!   (under `axum_terminus::serve`, which tracks requests at its connections, the
+//!   server does this instead, and the layer steps aside);
 //! - adds `Connection: close` to HTTP/1.x responses once the server is draining, so
 //!   keep-alive clients take their next request elsewhere (never on HTTP/2, where
 //!   the server sends GOAWAY instead).
@@ -19,27 +21,24 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
-//! use terminus_core::ShutdownController;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_terminus::TerminusLayer;
+//! use tower_terminus::{TerminusLayer, Terminus};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let controller = ShutdownController::builder().build()?;
+//! let terminus = Terminus::builder().build()?;
 //! let app = ServiceBuilder::new()
-//!     .layer(TerminusLayer::new(&controller))
+//!     .layer(TerminusLayer::new(&terminus))
 //!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
 //!     }));
 //!
-//! // Still starting: readiness fails.
+//! // Still starting (no server said it is listening): readiness fails, liveness passes.
 //! let probe = app.clone().oneshot(Request::get("/readyz").body(Full::default())?).await?;
 //! assert_eq!(probe.status(), StatusCode::SERVICE_UNAVAILABLE);
-//!
-//! controller.mark_listeners_bound();
-//! let probe = app.clone().oneshot(Request::get("/readyz?verbose").body(Full::default())?).await?;
+//! let probe = app.clone().oneshot(Request::get("/livez").body(Full::default())?).await?;
 //! assert_eq!(probe.status(), StatusCode::OK);
 //!
-//! controller.shutdown("deploy");
+//! terminus.shutdown("deploy");
 //! let response = app.oneshot(Request::get("/").body(Full::default())?).await?;
 //! assert_eq!(response.headers()["connection"], "close");
 //! assert_eq!(response.into_body().collect().await?.to_bytes(), "hello");
@@ -63,9 +62,11 @@ pub use layer::{
 };
 pub use render::ProbeFormat;
 pub use service::TerminusService;
-/// What a probe path reports on: another name for [`CheckKind`].
-pub use terminus_core::CheckKind as ProbeKind;
-pub use terminus_core::{health, Check, CheckError, CheckKind, ConfigError, Phase, ShutdownController};
+/// The lifecycle types a layer user needs, so that `tower-terminus` alone is enough
+/// for a server that is not `axum-terminus` (tonic's, hyper's).
+pub use terminus_core::{
+    health, with_state, Check, CheckError, CheckKind, ConfigError, NoConnections, Outcome, Phase, Terminus,
+};
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use terminus_core::health::{CheckKind, ProbeRequest, Report, DEFAULT_CHECK_TIMEOUT, LIFECYCLE_CHECK};
-use terminus_core::ShutdownController;
+use terminus_core::server::{ProbeMatcher, ServerExt};
+use terminus_core::Terminus;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::render::{self, ProbeFormat, RenderRequest, RenderSettings, CONTENT_TYPE_JSON, CONTENT_TYPE_TEXT};
 
@@ -100,6 +102,60 @@ pub(crate) struct ProbeRoutes {
     pub(crate) on_failure_during_shutdown: Option<Hook>,
     /// Filled by [`ProbeRoutes::prepared`] from the settings above.
     pub(crate) canned: Canned,
+    /// Filled by [`ProbeRoutes::prepared`]: what lets `find` turn away almost every
+    /// application request after two comparisons.
+    pub(crate) quick: QuickReject,
+}
+
+/// The length of the shortest probe path, and the bytes a probe path can have after
+/// its leading `/`. A request path that is shorter, or whose second byte is not one of
+/// them, is no probe: `/`, `/api/...` and nearly every application path are turned
+/// away without comparing any string.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QuickReject {
+    shortest: usize,
+    second_bytes: [u64; 4],
+}
+
+impl QuickReject {
+    fn new(routes: &[Route], case_insensitive: bool) -> QuickReject {
+        let mut quick = QuickReject {
+            shortest: routes
+                .iter()
+                .map(|route| route.path.len())
+                .min()
+                .unwrap_or(usize::MAX),
+            second_bytes: [0; 4],
+        };
+        for route in routes {
+            if let Some(&byte) = route.path.as_bytes().get(1) {
+                quick.insert(byte);
+                if case_insensitive {
+                    quick.insert(byte.to_ascii_lowercase());
+                    quick.insert(byte.to_ascii_uppercase());
+                }
+            }
+        }
+        quick
+    }
+
+    fn insert(&mut self, byte: u8) {
+        self.second_bytes[usize::from(byte / 64)] |= 1 << (byte % 64);
+    }
+
+    fn may_match(&self, path: &[u8]) -> bool {
+        path.len() >= self.shortest
+            && path
+                .get(1)
+                .is_some_and(|&byte| self.second_bytes[usize::from(byte / 64)] & (1 << (byte % 64)) != 0)
+    }
+}
+
+/// A server that tracks requests at its connections asks this before counting one.
+impl ProbeMatcher for ProbeRoutes {
+    fn is_probe(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
 }
 
 impl std::fmt::Debug for ProbeRoutes {
@@ -143,6 +199,7 @@ impl ProbeRoutes {
             error_body,
             error_headers,
         };
+        self.quick = QuickReject::new(&self.routes, self.case_insensitive);
         self
     }
 
@@ -156,6 +213,9 @@ impl ProbeRoutes {
 
     /// The probe at `path`, matched on the path alone (the query string is not part of it).
     pub(crate) fn find<'a>(&'a self, path: &'a str) -> Option<Matched<'a>> {
+        if !self.quick.may_match(path.as_bytes()) {
+            return None;
+        }
         for route in &self.routes {
             if self.same(&route.path, path) {
                 return Some(Matched::Route(route));
@@ -179,7 +239,7 @@ impl ProbeRoutes {
         self: &Arc<Self>,
         matched: Matched<'_>,
         request: &Request<B>,
-        controller: &ShutdownController,
+        terminus: &Terminus,
     ) -> ProbeFuture {
         let method = request.method();
         let head = *method == Method::HEAD;
@@ -217,7 +277,7 @@ impl ProbeRoutes {
                     return ProbeFuture::Ready(Some(self.not_found(head)));
                 };
                 let name = percent_decode(encoded);
-                let known = name == LIFECYCLE_CHECK || controller.health().contains_kind(kind, &name);
+                let known = name == LIFECYCLE_CHECK || terminus.health().contains_kind(kind, &name);
                 if !known {
                     return ProbeFuture::Ready(Some(self.not_found(head)));
                 }
@@ -234,24 +294,18 @@ impl ProbeRoutes {
             show_gate,
         };
 
-        // Every result fresh in the cache: answer now. A whole startup probe is left to
-        // the controller, which marks startup as done when it passes.
-        if probe.probe_kind() != Some(CheckKind::Startup) {
-            if let Some(report) = controller
-                .health()
-                .try_cached(&probe, controller.lifecycle_state())
-            {
-                if !self.runs_failure_hook(&report) {
-                    return ProbeFuture::Ready(Some(self.respond(&report, &render_request, head)));
-                }
+        // Every result fresh in the cache: answer now, without a task or a boxed future.
+        if let Some(report) = terminus.cached_probe(&probe) {
+            if !self.runs_failure_hook(&report) {
+                return ProbeFuture::Ready(Some(self.respond(&report, &render_request, head)));
             }
         }
 
         let routes = Arc::clone(self);
-        let controller = controller.clone();
+        let terminus = terminus.clone();
         let name = route.name.clone();
         ProbeFuture::Waiting(Box::pin(async move {
-            let report = controller.probe(&probe).await;
+            let report = terminus.probe(&probe).await;
             routes.failure_during_shutdown(&report).await;
             let request = RenderRequest {
                 format,
@@ -299,13 +353,13 @@ impl ProbeRoutes {
         if !self.runs_failure_hook(report) {
             return;
         }
-        let task = tokio::spawn(hook());
-        let abort = task.abort_handle();
+        // Aborted with the handle: when the deadline passes, and when the client hangs
+        // up and the probe's future is dropped.
+        let task = AbortOnDropHandle::new(tokio::spawn(hook()));
         match tokio::time::timeout(DEFAULT_CHECK_TIMEOUT, task).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => tracing::warn!(target: "terminus", "on_send_failure_during_shutdown panicked"),
             Err(_) => {
-                abort.abort();
                 tracing::warn!(
                     target: "terminus",
                     timeout_ms = DEFAULT_CHECK_TIMEOUT.as_millis() as u64,
@@ -490,15 +544,15 @@ mod tests {
         use std::task::Waker;
         use tower::{Layer, Service};
 
-        let controller = ShutdownController::builder()
+        let terminus = Terminus::builder()
             .readiness(Check::new("db", |_| async { Ok(None) }))
             .build()
             .unwrap();
-        controller.mark_listeners_bound();
+        terminus.mark_listeners_bound();
         let app = tower::service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
         });
-        let mut service = crate::TerminusLayer::new(&controller).layer(app);
+        let mut service = crate::TerminusLayer::new(&terminus).layer(app);
         let readyz = || Request::get("/readyz").body(()).unwrap();
         let mut cx = Context::from_waker(Waker::noop());
 
@@ -515,6 +569,34 @@ mod tests {
         let second = second.unwrap();
         assert_eq!(first.status(), second.status());
         assert_eq!(first.headers(), second.headers());
+    }
+
+    #[test]
+    fn quick_reject_turns_away_application_paths_and_keeps_every_probe_path() {
+        let route = |path: &str| Route {
+            path: path.to_owned(),
+            name: String::new(),
+            target: Target::Kind(CheckKind::Readiness),
+            single: false,
+        };
+        let routes = [route("/livez"), route("/readyz"), route("/Health")];
+        let quick = QuickReject::new(&routes, false);
+        for path in ["/", "/api/users", "/lives", "/livex/long/enough"] {
+            assert_eq!(
+                quick.may_match(path.as_bytes()),
+                path.starts_with("/l") && path.len() >= 6,
+                "{path}"
+            );
+        }
+        for path in ["/livez", "/readyz/db", "/Health"] {
+            assert!(quick.may_match(path.as_bytes()), "{path}");
+        }
+        assert!(!quick.may_match(b"/health"), "case-sensitive by default");
+        assert!(QuickReject::new(&routes, true).may_match(b"/HEALTH"));
+        assert!(
+            !QuickReject::new(&[], false).may_match(b"/livez"),
+            "no probe paths"
+        );
     }
 
     #[test]

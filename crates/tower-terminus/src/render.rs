@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
-use terminus_core::health::{CheckReport, HealthStatus, Report, LIFECYCLE_CHECK};
+use terminus_core::health::{Causes, CheckError, CheckReport, HealthStatus, Report, LIFECYCLE_CHECK};
 
 /// The body format of a probe response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -158,6 +158,30 @@ pub(crate) fn status_code(report: &Report, settings: &RenderSettings) -> StatusC
         .unwrap_or(settings.status_error)
 }
 
+/// A check error's causes as terminus serialises them: errors become `{"message": ...}`
+/// objects, with `"stack"` only if `include_stacks` (which no public endpoint should
+/// set); details are sent as given. `None` when no causes were attached.
+fn causes_json(error: &CheckError, include_stacks: bool) -> Option<Value> {
+    match error.causes()? {
+        Causes::Details(value) => Some(value.clone()),
+        Causes::Errors(causes) => Some(Value::Array(
+            causes
+                .iter()
+                .map(|cause| {
+                    let mut object = Map::new();
+                    object.insert("message".to_owned(), Value::String(cause.message().to_owned()));
+                    if include_stacks {
+                        object.insert("stack".to_owned(), Value::String(cause.stack().to_owned()));
+                    }
+                    Value::Object(object)
+                })
+                .collect(),
+        )),
+        // `Causes` may grow: render what is not known yet as its message only.
+        _ => None,
+    }
+}
+
 fn json_bytes(value: &Value) -> Bytes {
     // Serialising a `Value` cannot fail: its keys are strings and it holds no floats
     // that JSON cannot represent (serde_json rejects NaN when building the value).
@@ -206,8 +230,7 @@ fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &Render
     if settings.expose_reasons || settings.unsafe_stacks {
         let reason = |check: &CheckReport| {
             check.error.as_ref().map(|error| {
-                error
-                    .causes_json(settings.unsafe_stacks)
+                causes_json(error, settings.unsafe_stacks)
                     .unwrap_or_else(|| json!({ "message": error.message() }))
             })
         };

@@ -3,9 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
-use http::{Request, Response};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
+use terminus_core::server::ServerExt;
+use terminus_core::DescribeRequest;
 use tower_service::Service;
 
 use crate::body::TerminusBody;
@@ -13,7 +16,8 @@ use crate::future::ResponseFuture;
 use crate::layer::Shared;
 
 /// Answers probe paths itself and passes every other request to the inner service,
-/// counting it as in flight until its response body ends. Created by
+/// counting it as in flight until its response body ends (unless the server tracks
+/// requests itself, as `axum_terminus::serve` does). Created by
 /// [`TerminusLayer`](crate::TerminusLayer).
 pub struct TerminusService<S> {
     inner: S,
@@ -28,6 +32,16 @@ impl<S> TerminusService<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -64,10 +78,41 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         if let Some(probe) = shared.probes.find(request.uri().path()) {
-            return ResponseFuture::probe(shared.probes.answer(probe, &request, &shared.controller));
+            return ResponseFuture::probe(shared.probes.answer(probe, &request, &shared.terminus));
         }
-        let guard = shared.controller.track_request();
         let version = request.version();
+        // Under a server that tracks requests at its connections, counting here too
+        // would count every request twice.
+        let guard = (!shared.terminus.requests_tracked_by_server()).then(|| {
+            shared.terminus.track_request(LayerRequest {
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                version,
+                started: Instant::now(),
+            })
+        });
         ResponseFuture::inner(self.inner.call(request), guard, version, Arc::clone(shared))
+    }
+}
+
+/// What the layer knows of a request it tracks, for the report if it is cut. (The peer
+/// is known only to the server.)
+pub(crate) struct LayerRequest {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    started: Instant,
+}
+
+impl DescribeRequest for LayerRequest {
+    fn report_cut(&self) {
+        tracing::warn!(
+            target: "terminus",
+            protocol = ?self.version,
+            method = %self.method,
+            path = %self.uri.path(),
+            age_ms = self.started.elapsed().as_millis() as u64,
+            "request cut at the drain deadline"
+        );
     }
 }

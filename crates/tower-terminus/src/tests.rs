@@ -6,29 +6,30 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Empty, Full};
-use terminus_core::ShutdownController;
+use terminus_core::server::ServerExt;
+use terminus_core::Terminus;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 
 use crate::TerminusLayer;
 
-fn serving() -> ShutdownController {
-    let controller = ShutdownController::builder().build().unwrap();
-    controller.mark_listeners_bound();
-    controller
+fn serving() -> Terminus {
+    let terminus = Terminus::builder().build().unwrap();
+    terminus.mark_listeners_bound();
+    terminus
 }
 
 #[tokio::test]
 async fn streaming_response_is_in_flight_until_its_body_ends() {
-    let controller = serving();
+    let terminus = serving();
     let (mut tx, rx) = Channel::<Bytes>::new(4);
     let mut rx = Some(rx);
     let mut service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&controller))
+        .layer(TerminusLayer::new(&terminus))
         .service(service_fn(move |_req: Request<Empty<Bytes>>| {
             let rx = rx.take().expect("called once");
             async move { Ok::<_, Infallible>(Response::new(rx)) }
         }));
-    assert_eq!(controller.in_flight(), 0);
+    assert_eq!(terminus.in_flight(), 0);
 
     let response = service
         .ready()
@@ -37,57 +38,57 @@ async fn streaming_response_is_in_flight_until_its_body_ends() {
         .call(Request::new(Empty::new()))
         .await
         .unwrap();
-    assert_eq!(controller.in_flight(), 1, "counted once the response head is out");
+    assert_eq!(terminus.in_flight(), 1, "counted once the response head is out");
 
     let mut body = response.into_body();
     tx.send_data(Bytes::from("chunk")).await.unwrap();
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "chunk");
-    assert_eq!(controller.in_flight(), 1, "still streaming");
+    assert_eq!(terminus.in_flight(), 1, "still streaming");
 
     drop(tx);
     assert!(body.frame().await.is_none(), "body ended");
-    assert_eq!(controller.in_flight(), 0, "released at the end of the body");
+    assert_eq!(terminus.in_flight(), 0, "released at the end of the body");
 }
 
 #[tokio::test]
 async fn dropped_body_releases_the_request() {
-    let controller = serving();
+    let terminus = serving();
     let (_tx, rx) = Channel::<Bytes>::new(1);
     let mut rx = Some(rx);
     let service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&controller))
+        .layer(TerminusLayer::new(&terminus))
         .service(service_fn(move |_req: Request<Empty<Bytes>>| {
             let rx = rx.take().expect("called once");
             async move { Ok::<_, Infallible>(Response::new(rx)) }
         }));
     let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
-    assert_eq!(controller.in_flight(), 1);
+    assert_eq!(terminus.in_flight(), 1);
     drop(response); // the client went away mid-stream
-    assert_eq!(controller.in_flight(), 0);
+    assert_eq!(terminus.in_flight(), 0);
 }
 
 #[tokio::test]
 async fn failed_inner_future_releases_the_request() {
-    let controller = serving();
+    let terminus = serving();
     let service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&controller))
+        .layer(TerminusLayer::new(&terminus))
         .service(service_fn(|_req: Request<Empty<Bytes>>| async {
             Err::<Response<Full<Bytes>>, BoxError>("backend down".into())
         }));
     assert!(service.oneshot(Request::new(Empty::new())).await.is_err());
-    assert_eq!(controller.in_flight(), 0);
+    assert_eq!(terminus.in_flight(), 0);
 }
 
 fn hello_app(
-    controller: &ShutdownController,
+    terminus: &Terminus,
 ) -> impl Service<
     Request<Empty<Bytes>>,
     Response = Response<crate::TerminusBody<Full<Bytes>>>,
     Error = Infallible,
 > + Clone {
     ServiceBuilder::new()
-        .layer(TerminusLayer::new(controller))
+        .layer(TerminusLayer::new(terminus))
         .service(service_fn(|req: Request<Empty<Bytes>>| async move {
             // A probe must never get here.
             assert!(
@@ -122,13 +123,13 @@ async fn send(
 
 #[tokio::test]
 async fn readiness_fails_while_draining_but_liveness_passes() {
-    let controller = serving();
-    let app = hello_app(&controller);
+    let terminus = serving();
+    let app = hello_app(&terminus);
     let (ready, body) = send(app.clone(), Method::GET, "/readyz", Version::HTTP_11).await;
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(body, r#"{"status":"ok"}"#);
 
-    controller.shutdown("test");
+    terminus.shutdown("test");
     let (ready, body) = send(app.clone(), Method::GET, "/readyz", Version::HTTP_11).await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, r#"{"status":"error"}"#);
@@ -140,18 +141,18 @@ async fn readiness_fails_while_draining_but_liveness_passes() {
 
 #[tokio::test]
 async fn readiness_fails_while_starting() {
-    let controller = ShutdownController::builder().build().unwrap();
-    let (ready, _) = send(hello_app(&controller), Method::GET, "/readyz", Version::HTTP_11).await;
+    let terminus = Terminus::builder().build().unwrap();
+    let (ready, _) = send(hello_app(&terminus), Method::GET, "/readyz", Version::HTTP_11).await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
 async fn probes_are_not_counted_and_match_on_the_path_alone() {
-    let controller = serving();
-    let app = hello_app(&controller);
+    let terminus = serving();
+    let app = hello_app(&terminus);
     let (ready, _) = send(app.clone(), Method::GET, "/readyz?verbose&x=1", Version::HTTP_11).await;
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(controller.in_flight(), 0);
+    assert_eq!(terminus.in_flight(), 0);
     // Matching is exact and case-sensitive by default: these reach the app.
     let (other, body) = send(app, Method::GET, "/READYZ", Version::HTTP_11).await;
     assert_eq!(other.status(), StatusCode::OK);
@@ -160,8 +161,8 @@ async fn probes_are_not_counted_and_match_on_the_path_alone() {
 
 #[tokio::test]
 async fn head_gets_the_headers_without_a_body_and_post_gets_405() {
-    let controller = serving();
-    let app = hello_app(&controller);
+    let terminus = serving();
+    let app = hello_app(&terminus);
     let (head, body) = send(app.clone(), Method::HEAD, "/livez", Version::HTTP_11).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert!(body.is_empty());
@@ -176,12 +177,12 @@ async fn head_gets_the_headers_without_a_body_and_post_gets_405() {
 
 #[tokio::test]
 async fn connection_close_is_added_to_http1_while_draining_only() {
-    let controller = serving();
-    let app = hello_app(&controller);
+    let terminus = serving();
+    let app = hello_app(&terminus);
     let (before, _) = send(app.clone(), Method::GET, "/", Version::HTTP_11).await;
     assert!(before.headers().get("connection").is_none());
 
-    controller.shutdown("test");
+    terminus.shutdown("test");
     let (h1, body) = send(app.clone(), Method::GET, "/", Version::HTTP_11).await;
     assert_eq!(h1.headers()["connection"], "close");
     assert_eq!(body, "hello");
@@ -191,10 +192,10 @@ async fn connection_close_is_added_to_http1_while_draining_only() {
 
 #[tokio::test]
 async fn switching_protocols_keeps_its_upgrade_header_while_draining() {
-    let controller = serving();
-    controller.shutdown("test");
+    let terminus = serving();
+    terminus.shutdown("test");
     let app = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&controller))
+        .layer(TerminusLayer::new(&terminus))
         .service(service_fn(|_req: Request<Empty<Bytes>>| async {
             let response = Response::builder()
                 .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -210,13 +211,13 @@ async fn switching_protocols_keeps_its_upgrade_header_while_draining() {
 
 #[test]
 fn invalid_probe_paths_fail_at_build_naming_the_field() {
-    let controller = ShutdownController::builder().build().unwrap();
-    let error = TerminusLayer::builder(&controller)
+    let terminus = Terminus::builder().build().unwrap();
+    let error = TerminusLayer::builder(&terminus)
         .readiness_path("readyz")
         .build()
         .unwrap_err();
     assert_eq!(error.field(), "readiness_path");
-    let error = TerminusLayer::builder(&controller)
+    let error = TerminusLayer::builder(&terminus)
         .startup_path("/livez")
         .build()
         .unwrap_err();
@@ -232,13 +233,13 @@ async fn info_is_unwrapped_for_one_check_and_keyed_by_name_for_several() {
         })
         .readiness()
     };
-    let controller = ShutdownController::builder()
+    let terminus = Terminus::builder()
         .check(info("a"))
         .check(info("b"))
         .build()
         .unwrap();
-    controller.mark_listeners_bound();
-    let layer = TerminusLayer::builder(&controller)
+    terminus.mark_listeners_bound();
+    let layer = TerminusLayer::builder(&terminus)
         .custom_path("/one", ["a"])
         .build()
         .unwrap();
@@ -262,14 +263,14 @@ async fn info_is_unwrapped_for_one_check_and_keyed_by_name_for_several() {
 #[tokio::test]
 async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_error_status() {
     use terminus_core::{Check, CheckError};
-    let controller = ShutdownController::builder()
+    let terminus = Terminus::builder()
         .readiness(Check::new("db", |_| async {
             Err(CheckError::new("down").status(302))
         }))
         .build()
         .unwrap();
-    controller.mark_listeners_bound();
-    let (ready, _) = send(hello_app(&controller), Method::GET, "/readyz", Version::HTTP_11).await;
+    terminus.mark_listeners_bound();
+    let (ready, _) = send(hello_app(&terminus), Method::GET, "/readyz", Version::HTTP_11).await;
     assert_eq!(
         ready.status(),
         StatusCode::SERVICE_UNAVAILABLE,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::core::Builder;
+use axum_terminus::Builder;
 use axum_terminus::{Layer, Server, TerminusLayer};
 use serde::Deserialize;
 

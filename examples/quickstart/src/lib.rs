@@ -10,6 +10,9 @@
 //! | `TERMINUS_DRAIN_DELAY` | `5s` in Kubernetes, else `0s` | how long readiness fails before the listener closes |
 //! | `TERMINUS_DRAIN_TIMEOUT` | `20s` | how long in-flight requests may take to finish |
 //! | `TERMINUS_CLEANUP_TIMEOUT` | `3s` | the bound on each cleanup hook |
+//! | `TERMINUS_HEADER_READ_TIMEOUT` | `30s` | how long a client may take to send a request head (`0`: no bound) |
+//! | `TERMINUS_IDLE_CLOSE_TIMEOUT` | `1s` | from Closing on, how long a connection with nothing in flight stays open |
+//! | `TERMINUS_MAX_CONNECTIONS` | none | the most connections served at once |
 //! | `QUICKSTART_DEPENDS_ON` | unset | `host:port` of a dependency: a TCP readiness check on it |
 #![warn(missing_docs)]
 
@@ -20,8 +23,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::core::{health::checks, Builder};
-use axum_terminus::{Layer, TerminusLayer};
+use axum_terminus::{health::checks, Builder};
+use axum_terminus::{Layer, Server, TerminusLayer};
 use serde::Deserialize;
 
 /// The application's routes, without the terminus layer.
@@ -103,6 +106,8 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
         _ => builder,
     };
     let terminus = builder.from_env()?.build()?;
+    // TERMINUS_HEADER_READ_TIMEOUT, TERMINUS_IDLE_CLOSE_TIMEOUT, TERMINUS_MAX_CONNECTIONS.
+    let server = Server::new(&terminus).from_env()?;
 
     // Around the whole app: probes are answered before routing. `with_state(())` turns
     // the handlers into routes once, as axum::serve does; a Router called as a plain
@@ -116,6 +121,6 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
         }
     };
     println!("quickstart listening on http://{}", listener.local_addr()?);
-    let outcome = axum_terminus::serve(listener, app, &terminus).await;
+    let outcome = server.listener(listener, app).run().await;
     Ok(outcome.exit_code())
 }

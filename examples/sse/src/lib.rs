@@ -16,7 +16,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::core::Builder;
+use axum_terminus::stream::until_draining;
+use axum_terminus::Builder;
 use axum_terminus::{sse, Layer, Terminus, TerminusLayer};
 use futures_util::stream;
 use serde::Deserialize;
@@ -45,7 +46,7 @@ async fn events(Query(period): Query<Period>, State(terminus): State<Terminus>) 
         let event = Event::default().id(tick.to_string()).data(format!("tick {tick}"));
         Some((Ok::<_, Infallible>(event), tick + 1))
     });
-    let events = sse::until_draining(ticks, &terminus).final_event(sse::reconnect_event(RETRY));
+    let events = until_draining(ticks, &terminus).final_event(sse::reconnect_event(RETRY));
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 

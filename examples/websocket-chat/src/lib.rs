@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::core::Builder;
-use axum_terminus::ws::{Message, Upgrade, WebSocketDrain};
+use axum_terminus::ws::{Message, Sessions, Upgrade};
+use axum_terminus::Builder;
 use axum_terminus::{Layer, TerminusLayer};
 use tokio::sync::broadcast;
 
@@ -24,11 +24,11 @@ pub const RECONNECT_MESSAGE: &str = r#"{"type":"reconnect"}"#;
 #[derive(Clone)]
 struct Room {
     said: broadcast::Sender<String>,
-    sockets: WebSocketDrain,
+    sockets: Sessions,
 }
 
 /// The chat routes: `GET /ws`.
-pub fn router(sockets: WebSocketDrain) -> Router {
+pub fn router(sockets: Sessions) -> Router {
     let (said, _) = broadcast::channel(64);
     Router::new()
         .route("/ws", get(join))
@@ -72,7 +72,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
     let terminus = builder.from_env()?.build()?;
 
-    let sockets = WebSocketDrain::new(&terminus).reconnect_message(Message::text(RECONNECT_MESSAGE));
+    let sockets = Sessions::new(&terminus).reconnect_message(Message::text(RECONNECT_MESSAGE));
     let app = TerminusLayer::new(&terminus).layer(router(sockets).with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("websocket-chat listening on http://{}", listener.local_addr()?);

@@ -7,9 +7,9 @@
 //!   `CHECK readiness` on stdout each time it runs;
 //! - `FAULT_ON_SHUTDOWN=hang`: an `on_shutdown` hook (`hang`) that never returns, then
 //!   one (`after-hang`) that prints `HOOK on_shutdown after-hang`;
-//! - `FAULT_STARTUP_DELAY_MS=N`: N ms of startup work after the controller is built
-//!   (signal handlers installed) and before the listener is bound; `starting` is printed
-//!   first;
+//! - `FAULT_STARTUP_DELAY_MS=N`: N ms of startup work after the `Terminus` is built and
+//!   its signal handlers installed (`listen_for_signals`), before the listener is bound;
+//!   `starting` is printed first;
 //! - `FAULT_ADMIN=1`: a probe-only admin listener on `127.0.0.1:0`, bound before the main
 //!   listener and printed as `admin listening on http://ADDR`; if the main listener
 //!   cannot be bound, the admin listener keeps answering probes while the process stops.
@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::core::health::{Check, CheckError};
+use axum_terminus::health::{Check, CheckError};
 use axum_terminus::{Server, Terminus, TerminusLayer};
 
 fn say(line: &str) {
@@ -125,9 +125,10 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Ok(())
             });
     }
-    // Built inside the runtime: from here on SIGTERM starts the shutdown instead of
-    // killing the process, even though nothing listens yet.
     let terminus = builder.from_env()?.build()?;
+    // From here on SIGTERM starts the shutdown instead of killing the process, even
+    // though nothing listens yet (`serve` would install the handlers only later).
+    terminus.listen_for_signals();
     say("starting");
 
     if let Ok(delay) = var("FAULT_STARTUP_DELAY_MS").parse::<u64>() {

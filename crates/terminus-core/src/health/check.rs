@@ -134,13 +134,30 @@ pub struct Check {
     pub(crate) critical: bool,
     pub(crate) cache_ttl: Duration,
     pub(crate) refresh_every: Option<Duration>,
+    pub(crate) tolerance: Tolerance,
     pub(crate) run: CheckFn,
+}
+
+/// How many failures in a row, and for how long, a check may fail before the probe
+/// reports it failed. The default tolerates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tolerance {
+    pub(crate) failures: u32,
+    pub(crate) time_in_error: Duration,
+}
+
+impl Tolerance {
+    /// Whether a failure is still tolerated after `consecutive` failed runs, the first
+    /// of them `in_error` ago: until both limits are reached.
+    pub(crate) fn tolerates(&self, consecutive: u32, in_error: Duration) -> bool {
+        consecutive < self.failures || in_error < self.time_in_error
+    }
 }
 
 impl Check {
     /// A check called `name` running `check`. It belongs to no probe until
     /// [`liveness`](Check::liveness), [`readiness`](Check::readiness) or
-    /// [`startup`](Check::startup) is called (or the controller builder method of the
+    /// [`startup`](Check::startup) is called (or the builder method of the
     /// same name registers it).
     pub fn new<F, Fut>(name: impl Into<Cow<'static, str>>, check: F) -> Check
     where
@@ -154,8 +171,43 @@ impl Check {
             critical: true,
             cache_ttl: DEFAULT_CACHE_TTL,
             refresh_every: None,
+            tolerance: Tolerance {
+                failures: 1,
+                time_in_error: Duration::ZERO,
+            },
             run: Arc::new(move |ctx| Box::pin(check(ctx))),
         }
+    }
+
+    /// A check called `name` that runs `check` with a clone of `state` each time: a
+    /// connection pool, a client. No clone-inside-the-closure dance.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use terminus_core::health::Check;
+    ///
+    /// #[derive(Clone)]
+    /// struct Pool;
+    /// impl Pool {
+    ///     async fn ping(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// }
+    ///
+    /// let pool = Pool;
+    /// let db = Check::with_state("db", pool.clone(), |pool, _ctx| async move {
+    ///     pool.ping().await?;
+    ///     Ok(None)
+    /// })
+    /// .readiness()
+    /// .timeout(Duration::from_millis(300));
+    /// # let _ = db;
+    /// ```
+    pub fn with_state<S, F, Fut>(name: impl Into<Cow<'static, str>>, state: S, check: F) -> Check
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, CheckContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CheckResult> + Send + 'static,
+    {
+        Check::new(name, move |ctx| check(state.clone(), ctx))
     }
 
     /// The check's name, as it appears in reports, `?exclude=` and `/readyz/<name>`.
@@ -215,6 +267,36 @@ impl Check {
         self
     }
 
+    /// Tolerates a flapping dependency: a failing run is reported as `warn` (the probe
+    /// still passes, and shows the failure) until `failures` runs in a row have failed
+    /// **and** the check has been failing for at least `time_in_error`; only then does it
+    /// fail the probe. One passing run resets both. Default: `1` and zero, which
+    /// tolerates nothing (alexliesenfeld/health calls these `MaxContiguousFails` and
+    /// `MaxTimeInError`).
+    ///
+    /// Use it for readiness checks on dependencies that blip (a database failover, a
+    /// network hiccup), where pulling every pod out of rotation at the first error would
+    /// do more harm than the error; not for liveness, where a restart is the remedy. A
+    /// failure counts once per run, so with the default 1 s cache a probe flood does not
+    /// count faster than the check runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use terminus_core::health::Check;
+    ///
+    /// let db = Check::new("db", |_| async { Ok(None) })
+    ///     .readiness()
+    ///     .tolerate_failures(3, Duration::from_secs(5));
+    /// # let _ = db;
+    /// ```
+    pub fn tolerate_failures(mut self, failures: u32, time_in_error: Duration) -> Check {
+        self.tolerance = Tolerance {
+            failures,
+            time_in_error,
+        };
+        self
+    }
+
     /// Runs the check in the background every `period` instead of on demand; probes
     /// then read the latest result only and never wait for the dependency (except for
     /// the very first result). Must be greater than zero.
@@ -237,6 +319,7 @@ impl fmt::Debug for Check {
             .field("critical", &self.critical)
             .field("cache_ttl", &self.cache_ttl)
             .field("refresh_every", &self.refresh_every)
+            .field("tolerate_failures", &self.tolerance)
             .finish_non_exhaustive()
     }
 }

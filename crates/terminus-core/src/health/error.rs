@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Why a check failed: terminus's `HealthCheckError`.
 ///
@@ -36,21 +36,39 @@ pub struct CheckError {
     kind: ErrorKind,
 }
 
+/// What caused a check to fail, as attached with [`CheckError::with_causes`] or
+/// [`CheckError::with_details`]. Probe responses show it only when failure reasons are
+/// exposed.
 #[derive(Clone, Debug)]
-enum Causes {
-    /// Errors: serialised as `{"message": ...}`, plus `"stack"` only when the probe is
-    /// configured with `unsafe_expose_stack_traces`.
+#[non_exhaustive]
+pub enum Causes {
+    /// Errors: terminus renders each as `{"message": ...}`, plus `"stack"` only with
+    /// `unsafe_expose_stack_traces`.
     Errors(Vec<Cause>),
-    /// Any JSON value, serialised as given (terminus accepts plain objects as causes).
+    /// Any JSON value, rendered as given (terminus accepts plain objects as causes).
     Details(Value),
 }
 
+/// One error among a failure's [`Causes`].
 #[derive(Clone, Debug)]
-struct Cause {
+pub struct Cause {
     message: String,
     /// The error's `Debug` form followed by its `source()` chain: the closest Rust has to
     /// a JavaScript stack, and just as unfit for a public response.
     stack: String,
+}
+
+impl Cause {
+    /// The error's message (its `Display`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error's `Debug` form and its `source()` chain. Never put it in a response a
+    /// stranger can read.
+    pub fn stack(&self) -> &str {
+        &self.stack
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,26 +162,9 @@ impl CheckError {
         self.causes.is_some()
     }
 
-    /// The causes as JSON, the way terminus serialises them: errors become
-    /// `{"message": ...}` objects, with `"stack"` only if `include_stacks` (which no
-    /// public endpoint should set). `None` when no causes were attached.
-    pub fn causes_json(&self, include_stacks: bool) -> Option<Value> {
-        match self.causes.as_ref()? {
-            Causes::Details(value) => Some(value.clone()),
-            Causes::Errors(causes) => Some(Value::Array(
-                causes
-                    .iter()
-                    .map(|cause| {
-                        let mut object = Map::new();
-                        object.insert("message".to_owned(), Value::String(cause.message.clone()));
-                        if include_stacks {
-                            object.insert("stack".to_owned(), Value::String(cause.stack.clone()));
-                        }
-                        Value::Object(object)
-                    })
-                    .collect(),
-            )),
-        }
+    /// The causes attached, if any.
+    pub fn causes(&self) -> Option<&Causes> {
+        self.causes.as_ref()
     }
 
     pub(crate) fn timed_out(timeout: Duration) -> CheckError {
@@ -241,18 +242,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_causes_serialise_as_messages_without_stacks_by_default() {
+    fn error_causes_keep_each_message_and_its_stack() {
         let causes = [
             std::io::Error::other("test error 1"),
             std::io::Error::other("test error 2"),
         ];
         let error = CheckError::new("failed").with_causes(causes);
-        assert_eq!(
-            error.causes_json(false),
-            Some(serde_json::json!([{ "message": "test error 1" }, { "message": "test error 2" }]))
-        );
-        let with_stacks = error.causes_json(true).unwrap();
-        assert!(with_stacks[0]["stack"].as_str().unwrap().contains("test error 1"));
+        let Some(Causes::Errors(causes)) = error.causes() else {
+            panic!("error causes expected");
+        };
+        assert_eq!(causes[1].message(), "test error 2");
+        assert!(causes[0].stack().contains("test error 1"));
     }
 
     #[test]

@@ -11,16 +11,17 @@
 //!
 //! ```
 //! use terminus_core::health::{Check, CheckError, CheckKind, HealthStatus};
-//! use terminus_core::ShutdownController;
+//! use terminus_core::server::ServerExt as _;
+//! use terminus_core::Terminus;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let controller = ShutdownController::builder()
+//! let terminus = Terminus::builder()
 //!     .readiness(Check::new("cache", |_| async { Err(CheckError::new("evicting")) }).non_critical())
 //!     .liveness(Check::new("event-loop", |_| async { Ok(None) }))
 //!     .build()?;
-//! controller.mark_listeners_bound();
+//! terminus.mark_listeners_bound(); // what a server does once it listens
 //!
-//! let ready = controller.report(CheckKind::Readiness).await;
+//! let ready = terminus.report(CheckKind::Readiness).await;
 //! assert_eq!(ready.status, HealthStatus::Warn); // non-critical failure: 200, reported
 //! # Ok(()) }
 //! ```
@@ -33,7 +34,7 @@ mod report;
 mod request;
 
 pub use check::{Check, CheckContext, CheckKind, CheckResult, DEFAULT_CACHE_TTL, DEFAULT_CHECK_TIMEOUT};
-pub use error::CheckError;
+pub use error::{Cause, Causes, CheckError};
 pub use registry::HealthRegistry;
 pub use report::{CheckReport, Gate, HealthStatus, Report};
 pub use request::{LifecycleState, ProbeRequest, LIFECYCLE_CHECK};

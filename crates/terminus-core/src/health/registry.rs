@@ -23,19 +23,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigError;
-use crate::controller::lock;
 use crate::health::check::{Check, CheckContext, CheckKind, CheckResult};
 use crate::health::error::CheckError;
 use crate::health::report::{CheckReport, Gate, HealthStatus, Report};
 use crate::health::request::{LifecycleState, ProbeRequest, Selection, LIFECYCLE_CHECK};
+use crate::lock;
 use crate::phase::Phase;
 
 /// The named checks of one server, and the machinery that runs them.
 ///
-/// A [`ShutdownController`](crate::ShutdownController) owns one, filled by its builder's
+/// A [`Terminus`](crate::Terminus) owns one, filled by its builder's
 /// `liveness`, `readiness`, `startup` and `check` methods; reach it with
-/// [`controller.health()`](crate::ShutdownController::health). It can also be used on
-/// its own, for a server without the controller (it then assumes a serving server).
+/// [`terminus.health()`](crate::Terminus::health). It can also be used on
+/// its own, without a `Terminus` (it then assumes a serving server).
 ///
 /// Cheap to clone; every clone shares the checks, caches and background tasks.
 ///
@@ -89,6 +89,8 @@ struct Entry {
 struct Slot {
     last: Option<Arc<Run>>,
     running: Option<watch::Receiver<Option<Arc<Run>>>>,
+    /// Failed runs in a row, and when the first of them finished.
+    failing: Option<(u32, Instant)>,
 }
 
 /// One finished run of a check.
@@ -97,6 +99,8 @@ struct Run {
     duration: Duration,
     finished: Instant,
     observed_at: SystemTime,
+    /// A failure that [`Check::tolerate_failures`] lets pass as a warning.
+    tolerated: bool,
 }
 
 enum Pending {
@@ -247,24 +251,11 @@ impl HealthRegistry {
     /// The report [`run`](HealthRegistry::run) would give, if it can be had without
     /// waiting: every check it needs has a fresh result in the cache (or the lifecycle
     /// gate decides without running any). `None` otherwise, and nothing is started:
-    /// call `run` then. For servers that answer cached probes without a task or a boxed
-    /// future; the report is the same as `run`'s, except that its
+    /// call `run` then. The report is the same as `run`'s, except that its
     /// [`duration`](Report::duration) is zero: nothing ran or was waited for, and reading
     /// the clock a second time to measure that was a tenth of a cached probe's cost.
-    ///
-    /// ```
-    /// use terminus_core::health::{Check, CheckKind, HealthRegistry, LifecycleState, ProbeRequest};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let registry = HealthRegistry::new([Check::new("db", |_| async { Ok(None) }).readiness()])?;
-    /// let request = ProbeRequest::kind(CheckKind::Readiness);
-    /// assert!(registry.try_cached(&request, LifecycleState::serving()).is_none(), "never ran");
-    /// registry.run(&request, LifecycleState::serving()).await;
-    /// let report = registry.try_cached(&request, LifecycleState::serving()).unwrap();
-    /// assert!(report.checks[0].cached);
-    /// # Ok(()) }
-    /// ```
-    pub fn try_cached(&self, request: &ProbeRequest, state: LifecycleState) -> Option<Report> {
+    /// Servers reach it through [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    pub(crate) fn try_cached(&self, request: &ProbeRequest, state: LifecycleState) -> Option<Report> {
         let started = Instant::now();
         self.start_background();
         let (gate, run_checks) = request.gate(&state);
@@ -497,6 +488,24 @@ impl Entry {
             }
         };
         let duration = started.elapsed();
+        let finished = Instant::now();
+        let tolerated = {
+            let mut slot = lock(&self.slot);
+            match &result {
+                Ok(_) => {
+                    slot.failing = None;
+                    false
+                }
+                Err(_) => {
+                    let (failures, since) = slot.failing.get_or_insert((0, finished));
+                    *failures = failures.saturating_add(1);
+                    let (failures, since) = (*failures, *since);
+                    self.check
+                        .tolerance
+                        .tolerates(failures, finished.saturating_duration_since(since))
+                }
+            }
+        };
         if let Err(error) = &result {
             // The reason goes to the log in full; probe bodies withhold it by default.
             tracing::warn!(
@@ -506,11 +515,14 @@ impl Entry {
                 elapsed_ms = duration.as_millis() as u64,
                 timed_out = error.is_timeout(),
                 panicked = error.is_panic(),
+                tolerated,
                 error = %error,
                 "health check failed"
             );
         }
-        let run = Arc::new(Run::now(result, duration));
+        let mut run = Run::now(result, duration);
+        run.tolerated = tolerated;
+        let run = Arc::new(run);
         {
             let mut slot = lock(&self.slot);
             slot.last = Some(Arc::clone(&run));
@@ -523,7 +535,7 @@ impl Entry {
         let (status, info, error) = match &run.result {
             Ok(info) => (HealthStatus::Pass, info.clone(), None),
             Err(error) => {
-                let status = if self.check.critical {
+                let status = if self.check.critical && !run.tolerated {
                     HealthStatus::Fail
                 } else {
                     HealthStatus::Warn
@@ -552,6 +564,7 @@ impl Run {
             duration,
             finished: Instant::now(),
             observed_at: SystemTime::now(),
+            tolerated: false,
         }
     }
 }
@@ -742,6 +755,49 @@ mod tests {
         drop(registry);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 2, "the loop stops with the registry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tolerant_check_warns_until_both_limits_are_reached() {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&failing);
+        let registry = HealthRegistry::new([Check::new("db", move |_| {
+            let failing = flag.load(Ordering::SeqCst);
+            async move {
+                if failing {
+                    Err(CheckError::new("down"))
+                } else {
+                    Ok(None)
+                }
+            }
+        })
+        .readiness()
+        .cache_ttl(Duration::ZERO)
+        .tolerate_failures(3, Duration::from_secs(10))])
+        .unwrap();
+        let request = readiness();
+        let probe = || registry.run(&request, LifecycleState::serving());
+        for _ in 0..3 {
+            assert_eq!(probe().await.status, HealthStatus::Warn, "tolerated");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(
+            probe().await.status,
+            HealthStatus::Warn,
+            "3 failures, but only 3 s in error"
+        );
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let report = probe().await;
+        assert_eq!(report.status, HealthStatus::Fail, "3+ failures over 10 s");
+        assert_eq!(report.checks[0].error.as_ref().unwrap().message(), "down");
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(probe().await.status, HealthStatus::Pass);
+        failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            probe().await.status,
+            HealthStatus::Warn,
+            "a pass resets the count"
+        );
     }
 
     #[test]

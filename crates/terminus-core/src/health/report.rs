@@ -121,21 +121,22 @@ impl CheckReport {
 
 /// The result of one probe: overall status, the lifecycle gate, and each check.
 ///
-/// Produced by [`ShutdownController::report`](crate::ShutdownController::report) (or
-/// [`probe`](crate::ShutdownController::probe)) for any transport, and rendered by
+/// Produced by [`Terminus::report`](crate::Terminus::report) (or
+/// [`probe`](crate::Terminus::probe)) for any transport, and rendered by
 /// `tower-terminus` for HTTP.
 ///
 /// ```
 /// use terminus_core::health::{Check, CheckKind, HealthStatus};
-/// use terminus_core::ShutdownController;
+/// use terminus_core::server::ServerExt as _;
+/// use terminus_core::Terminus;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let controller = ShutdownController::builder()
+/// let terminus = Terminus::builder()
 ///     .readiness(Check::new("db", |_| async { Ok(None) }))
 ///     .build()?;
-/// controller.mark_listeners_bound();
+/// terminus.mark_listeners_bound(); // what a server does once it listens
 ///
-/// let report = controller.report(CheckKind::Readiness).await;
+/// let report = terminus.report(CheckKind::Readiness).await;
 /// assert_eq!(report.status, HealthStatus::Pass);
 /// assert_eq!(report.checks[0].name, "db");
 /// # Ok(()) }
@@ -157,7 +158,7 @@ pub struct Report {
     /// Names the request asked to exclude that match no check of this probe, sorted.
     pub unknown_excluded: Vec<String>,
     /// How long the probe took; zero for a report served whole from the cache by
-    /// [`HealthRegistry::try_cached`](crate::health::HealthRegistry::try_cached).
+    /// [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
     pub duration: Duration,
 }
 

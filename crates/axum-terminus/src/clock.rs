@@ -1,0 +1,123 @@
+//! A coarse clock for the server, and the sweep that enforces its timeouts.
+//!
+//! Reading the system clock for every request, or arming a timer for every request
+//! head as hyper's `header_read_timeout` does, is a measurable share of a small
+//! request's cost. Instead, one task per server advances a shared tick every
+//! [`Clock::resolution`] and, on each tick, sweeps the connections: a request head
+//! that has taken longer than the header-read timeout, and (from Closing on) a
+//! connection with nothing in flight past the idle bound, are told to close. Requests
+//! and connections then only load the tick, and ages are known to the resolution.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use terminus_core::{Phase, Terminus};
+
+use crate::connection::Registry;
+
+/// Milliseconds since the server started, as last advanced by the sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Tick(pub(crate) u64);
+
+impl Tick {
+    /// "No time": stored where nothing is being timed.
+    pub(crate) const NONE: Tick = Tick(u64::MAX);
+}
+
+/// The server's coarse clock.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    started: Instant,
+    now: AtomicU64,
+    resolution: Duration,
+}
+
+impl Clock {
+    pub(crate) fn new(resolution: Duration) -> Clock {
+        Clock {
+            started: Instant::now(),
+            now: AtomicU64::new(0),
+            resolution,
+        }
+    }
+
+    /// The time of the last tick: one atomic load.
+    pub(crate) fn now(&self) -> Tick {
+        Tick(self.now.load(Ordering::Relaxed))
+    }
+
+    /// How long since `then`, to the clock's resolution.
+    pub(crate) fn since(&self, then: Tick) -> Duration {
+        Duration::from_millis(self.now().0.saturating_sub(then.0))
+    }
+
+    fn advance(&self) -> Tick {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.now.store(now, Ordering::Relaxed);
+        Tick(now)
+    }
+}
+
+/// The timeouts the sweep enforces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// A request head (and, on a new connection, the first one) must arrive within it.
+    pub(crate) header_read: Option<Duration>,
+    /// From Closing on, how long a connection with nothing in flight may stay open
+    /// (an HTTP/2 peer that never acknowledges the GOAWAY, half a request head).
+    pub(crate) idle_close: Duration,
+}
+
+impl Timeouts {
+    /// A quarter of the shortest timeout, between 10 ms and 1 s: a timeout fires at most
+    /// a quarter late, and a server with default settings ticks four times a second.
+    pub(crate) fn resolution(&self) -> Duration {
+        let shortest = self
+            .header_read
+            .map_or(self.idle_close, |header| header.min(self.idle_close));
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// Advances the clock and sweeps the connections until the server stops.
+pub(crate) async fn sweep(
+    clock: Arc<Clock>,
+    registry: Arc<Registry>,
+    terminus: Terminus,
+    timeouts: Timeouts,
+) {
+    let mut ticks = tokio::time::interval(clock.resolution);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing_since = None;
+    loop {
+        ticks.tick().await;
+        let now = clock.advance();
+        if closing_since.is_none() && terminus.phase() >= Phase::Closing {
+            closing_since = Some(now);
+        }
+        registry.for_each(|connection| {
+            if let (Some(timeout), Some(head)) = (timeouts.header_read, connection.head_since()) {
+                if clock.since(head) >= timeout && !connection.is_expired() {
+                    tracing::debug!(
+                        target: "terminus",
+                        peer = %connection.peer,
+                        timeout_ms = timeout.as_millis() as u64,
+                        "request head not received in time: connection closed"
+                    );
+                    connection.expire();
+                    return;
+                }
+            }
+            if let Some(closing) = closing_since {
+                let idle_from = closing.max(connection.idle_since());
+                if !connection.is_busy()
+                    && clock.since(idle_from) >= timeouts.idle_close
+                    && !connection.is_expired()
+                {
+                    connection.expire();
+                }
+            }
+        });
+    }
+}

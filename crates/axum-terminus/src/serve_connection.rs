@@ -1,0 +1,226 @@
+//! Serving one connection: tell HTTP/2 from HTTP/1, hand the socket to hyper, and
+//! close at the right moment of the shutdown.
+//!
+//! What a connection does in each phase:
+//!
+//! | phase | HTTP/1 | HTTP/2 |
+//! |---|---|---|
+//! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
+//! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed | closed once nothing has been in flight for `idle_close_timeout` |
+//! | Closing, busy | finishes its response with `Connection: close`, then closes | finishes its streams, then closes |
+//! | deadline | cut if busy, closed if idle | the same |
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use terminus_core::server::ProbeMatcher;
+use terminus_core::{Phase, Terminus};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tower_service::Service;
+
+use crate::connection::{Connection, Protocol};
+use crate::io::ConnectionIo;
+use crate::serve::BoxError;
+use crate::tracking::TrackedService;
+
+/// Which HTTP versions a server speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// Both, told apart by the HTTP/2 preface.
+    #[default]
+    Both,
+    Http1Only,
+    Http2Only,
+}
+
+/// What every connection of a server shares.
+pub(crate) struct Settings {
+    pub(crate) terminus: Terminus,
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+    pub(crate) versions: Versions,
+    pub(crate) connect_info: bool,
+    /// How the probe layers recognise probes (see `ServerExt::add_probe_matcher`).
+    pub(crate) probes: Vec<Arc<dyn ProbeMatcher>>,
+}
+
+impl Settings {
+    /// Whether a request for `path` is a probe, answered by a layer.
+    pub(crate) fn is_probe(&self, path: &str) -> bool {
+        self.probes.iter().any(|probes| probes.is_probe(path))
+    }
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves `io` until the connection closes, is cut, or times out.
+pub(crate) async fn serve_connection<I, S, B, A>(
+    mut io: ConnectionIo<I>,
+    connection: Arc<Connection>,
+    service: S,
+    addr: A,
+    settings: Arc<Settings>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    A: Clone + Send + Sync + 'static,
+{
+    let protocol = match settings.versions {
+        Versions::Http1Only => Protocol::Http1,
+        Versions::Http2Only => Protocol::Http2,
+        Versions::Both => match sniff(&mut io, &connection).await {
+            Some(protocol) => protocol,
+            None => return,
+        },
+    };
+    connection.set_protocol(protocol);
+    let service = TrackedService::new(service, Arc::clone(&connection), Arc::clone(&settings), addr);
+    let service = TowerToHyperService::new(service);
+    let io = TokioIo::new(io);
+    let terminus = &settings.terminus;
+    let result = match protocol {
+        Protocol::Http2 => {
+            drive(
+                settings.http2.serve_connection(io, service),
+                &connection,
+                terminus,
+                protocol,
+            )
+            .await
+        }
+        _ => {
+            let conn = settings.http1.serve_connection(io, service).with_upgrades();
+            drive(conn, &connection, terminus, protocol).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(target: "terminus", peer = %connection.peer, %error, "connection ended with an error");
+    }
+    // If an upgrade took the socket, it lives on: the connection is now an upgraded
+    // session, tracked until the socket is dropped.
+    connection.task_finished();
+}
+
+/// Reads until the bytes tell HTTP/2 (the 24-byte preface) from HTTP/1 (anything else),
+/// and puts them back to be read again. `None` when the connection closes first, or
+/// times out (a peer that connects and says nothing).
+async fn sniff<I>(io: &mut ConnectionIo<I>, connection: &Connection) -> Option<Protocol>
+where
+    I: AsyncRead + Unpin + 'static,
+{
+    let mut buffer = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    let protocol = poll_fn(|cx| {
+        if connection.needs_attention(cx.waker()) && connection.is_expired() {
+            return Poll::Ready(None);
+        }
+        loop {
+            let mut read = ReadBuf::new(&mut buffer[filled..]);
+            if ready!(Pin::new(&mut *io).poll_read(cx, &mut read)).is_err() {
+                return Poll::Ready(None);
+            }
+            let n = read.filled().len();
+            if n == 0 {
+                // Closed before saying anything (or, at Closing, nothing to read).
+                return Poll::Ready(None);
+            }
+            filled += n;
+            if buffer[..filled] != H2_PREFACE[..filled] {
+                return Poll::Ready(Some(Protocol::Http1));
+            }
+            if filled == H2_PREFACE.len() {
+                return Poll::Ready(Some(Protocol::Http2));
+            }
+        }
+    })
+    .await?;
+    io.unread(Bytes::copy_from_slice(&buffer[..filled]));
+    Some(protocol)
+}
+
+/// A hyper connection that can be asked to finish gracefully.
+trait GracefulConnection: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, E, B> GracefulConnection for http2::Connection<I, S, E>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self)
+    }
+}
+
+/// Polls `conn` to the end, asking it to finish when the shutdown says so. The
+/// connection's state is looked at only when something asked for attention (the phase
+/// changed, a request started or ended, a timeout expired): one atomic swap otherwise.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    connection: &Connection,
+    terminus: &Terminus,
+    protocol: Protocol,
+) -> Result<(), hyper::Error> {
+    let mut conn = std::pin::pin!(conn);
+    let mut asked_to_finish = false;
+    poll_fn(|cx| {
+        if connection.needs_attention(cx.waker()) {
+            if connection.is_expired() {
+                // Timed out, or idle past the bound at Closing: drop it.
+                return Poll::Ready(Ok(()));
+            }
+            if !asked_to_finish && should_finish(protocol, terminus.phase(), connection) {
+                // HTTP/1: finish the response in progress with `Connection: close`, then
+                // close. HTTP/2: GOAWAY; streams already open complete.
+                conn.as_mut().graceful_shutdown();
+                asked_to_finish = true;
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+}
+
+fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> bool {
+    match protocol {
+        // HTTP/2 clients move to a new connection (which the balancer sends elsewhere)
+        // as soon as readiness fails.
+        Protocol::Http2 => phase >= Phase::Draining,
+        // HTTP/1 at Closing: a busy connection finishes its response, then closes. An
+        // idle one is left to read once more (see `ConnectionIo`): what is already
+        // there is served, and the request it starts makes it busy.
+        _ => phase >= Phase::Closing && connection.in_flight() > 0,
+    }
+}

@@ -1,0 +1,204 @@
+//! Every request on a server connection, tracked once: from the moment hyper has its
+//! head until its response body has ended.
+//!
+//! [`TrackedService`] wraps the application for one connection. For each request it
+//! takes the `Terminus`'s [`RequestGuard`] (Closing waits for it) with a
+//! [`ServedRequest`] that names the request (peer, protocol, method, path, age) for the
+//! cut report, and tells the [`Connection`] a request is in flight. The guard rides in
+//! the response body ([`TrackedBody`]) until the body ends, fails or is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri};
+use http_body::Frame;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use terminus_core::server::ServerExt;
+use terminus_core::{DescribeRequest, RequestGuard};
+use tower_service::Service;
+
+use crate::clock::Tick;
+use crate::connection::Connection;
+use crate::serve_connection::Settings;
+
+/// The application, wrapped for one connection.
+#[derive(Clone)]
+pub(crate) struct TrackedService<S, A> {
+    inner: S,
+    connection: Arc<Connection>,
+    settings: Arc<Settings>,
+    /// The listener's address of the peer, for axum's `ConnectInfo`.
+    addr: A,
+}
+
+impl<S, A> TrackedService<S, A> {
+    pub(crate) fn new(inner: S, connection: Arc<Connection>, settings: Arc<Settings>, addr: A) -> Self {
+        TrackedService {
+            inner,
+            connection,
+            settings,
+            addr,
+        }
+    }
+}
+
+impl<S, B, A> Service<Request<Incoming>> for TrackedService<S, A>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+    A: Clone + Send + Sync + 'static,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        let upgrade = is_upgrade(&request);
+        // `ConnectInfo`, as `into_make_service_with_connect_info` gives axum handlers.
+        // Inserting it allocates the request's extension map, a few percent of a small
+        // request, so only when asked for, and always on upgrades, whose sessions
+        // (the WebSocket helpers) name their peer when they report.
+        if self.settings.connect_info || upgrade {
+            request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
+        }
+        let served = ServedRequest::new(&self.connection, &request, upgrade);
+        // A probe keeps its connection busy, but is no request of the application's:
+        // the layer answers it, and it is never counted in flight, drained or cut.
+        let held = if self.settings.is_probe(request.uri().path()) {
+            Held::Probe { _served: served }
+        } else {
+            Held::Request {
+                _guard: self.settings.terminus.track_request(served),
+            }
+        };
+        TrackedFuture {
+            inner: self.inner.call(request.map(Body::new)),
+            held: Some(held),
+        }
+    }
+}
+
+/// What a response holds until its body ends: dropping it ends the request.
+pub(crate) enum Held {
+    Request { _guard: RequestGuard<ServedRequest> },
+    Probe { _served: ServedRequest },
+}
+
+/// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
+/// those requests an `OnUpgrade`. Reading the (usually empty) extension map is cheaper
+/// than looking up a header.
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
+}
+
+/// What the cut report says about a request served on a connection.
+pub(crate) struct ServedRequest {
+    connection: Arc<Connection>,
+    method: Method,
+    uri: Uri,
+    started: Tick,
+}
+
+impl ServedRequest {
+    fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
+        connection.request_started(upgrade);
+        ServedRequest {
+            connection: Arc::clone(connection),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            started: connection.clock.now(),
+        }
+    }
+}
+
+impl DescribeRequest for ServedRequest {
+    fn report_cut(&self) {
+        let connection = &self.connection;
+        tracing::warn!(
+            target: "terminus",
+            peer = %connection.peer,
+            protocol = %connection.protocol().as_str(),
+            method = %self.method,
+            path = %self.uri.path(),
+            age_ms = connection.clock.since(self.started).as_millis() as u64,
+            "request cut at the drain deadline"
+        );
+    }
+}
+
+impl Drop for ServedRequest {
+    fn drop(&mut self) {
+        self.connection.request_ended();
+    }
+}
+
+pin_project! {
+    /// The application's response future; hands the request's guard to the body.
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        held: Option<Held>,
+    }
+}
+
+impl<F, B> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let held = this.held.take();
+        Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })))
+    }
+}
+
+pin_project! {
+    /// The response body, holding its request's guard until the body ends.
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        held: Option<Held>,
+    }
+}
+
+impl<B> http_body::Body for TrackedBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            // The end of the body, or an error, ends the request.
+            this.held.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,188 @@
+//! The request tracker: the one place that counts and names what is in flight.
+//!
+//! Whoever sees a request first (the server's connection, or `TerminusLayer` under a
+//! server that does not track) takes a [`RequestGuard`] for it and holds it until the
+//! response is over. The count is a tokio-util [`TaskTracker`]: closed when the shutdown
+//! begins, so `wait()` resolves when the last request in flight ends. Each guard carries
+//! a description of its request; when the drain deadline cuts a request, the guard
+//! reports it as it is dropped, so the report needs no second list of requests.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio_util::task::task_tracker::{TaskTrackerToken, TaskTrackerWaitFuture};
+use tokio_util::task::TaskTracker;
+
+/// What the cut report says about one request.
+///
+/// Implemented by whoever tracks requests: `axum-terminus` names the peer, the
+/// protocol, the method and the path (or the gRPC method) and the request's age.
+pub trait DescribeRequest: Send + 'static {
+    /// Called once, when the drain deadline cut this request: emit one `warn` event
+    /// (target `terminus`) that names it.
+    fn report_cut(&self);
+}
+
+/// A request with nothing more to say about itself.
+impl DescribeRequest for () {
+    fn report_cut(&self) {
+        tracing::warn!(target: "terminus", "request cut at the drain deadline");
+    }
+}
+
+/// Counts requests in flight, and those drained and cut since the shutdown began.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    tracker: TaskTracker,
+    drained: AtomicU64,
+    cut: AtomicU64,
+    /// Set when the drain deadline passed: requests ending from now on were cut.
+    cutting: AtomicBool,
+    /// A server tracks requests at its connections; layers must not count them again.
+    tracked_by_server: AtomicBool,
+}
+
+impl Requests {
+    pub(crate) fn track<D: DescribeRequest>(self: &Arc<Self>, request: D) -> RequestGuard<D> {
+        RequestGuard {
+            requests: Arc::clone(self),
+            _token: self.tracker.token(),
+            request,
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// The shutdown began: every request that ends from now on is drained (or cut).
+    pub(crate) fn start_draining(&self) {
+        self.tracker.close();
+    }
+
+    /// Resolves when no request is in flight (once `start_draining` was called).
+    pub(crate) fn wait(&self) -> TaskTrackerWaitFuture<'_> {
+        self.tracker.wait()
+    }
+
+    /// The deadline passed: requests still in flight are cut. Returns how many there are.
+    pub(crate) fn start_cutting(&self) -> usize {
+        self.cutting.store(true, Ordering::SeqCst);
+        self.in_flight()
+    }
+
+    pub(crate) fn drained(&self) -> u64 {
+        self.drained.load(Ordering::SeqCst)
+    }
+
+    /// Requests cut: those that ended after the deadline, and those still in flight.
+    pub(crate) fn cut(&self) -> u64 {
+        self.cut.load(Ordering::SeqCst) + self.in_flight() as u64
+    }
+
+    pub(crate) fn claim_for_server(&self) {
+        self.tracked_by_server.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn tracked_by_server(&self) -> bool {
+        self.tracked_by_server.load(Ordering::Acquire)
+    }
+}
+
+/// Proof that one request is in flight: the shutdown waits until it is dropped.
+///
+/// Obtained from [`ServerExt::track_request`](crate::server::ServerExt::track_request)
+/// and held until the response body has ended (or failed, or the client went away).
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct RequestGuard<D: DescribeRequest = ()> {
+    requests: Arc<Requests>,
+    // Dropped after `drop` below has counted the request, so that whoever waits for
+    // zero sees the final counts.
+    _token: TaskTrackerToken,
+    request: D,
+}
+
+impl<D: DescribeRequest> RequestGuard<D> {
+    /// The description this guard carries.
+    pub fn request(&self) -> &D {
+        &self.request
+    }
+}
+
+impl<D: DescribeRequest> Drop for RequestGuard<D> {
+    fn drop(&mut self) {
+        let requests = &self.requests;
+        // One atomic load while serving: the tracker closes when the shutdown begins.
+        if !requests.tracker.is_closed() {
+            return;
+        }
+        if requests.cutting.load(Ordering::SeqCst) {
+            requests.cut.fetch_add(1, Ordering::SeqCst);
+            self.request.report_cut();
+        } else {
+            requests.drained.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl<D: DescribeRequest> std::fmt::Debug for RequestGuard<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Named(Arc<AtomicUsize>);
+
+    impl DescribeRequest for Named {
+        fn report_cut(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn requests_before_the_shutdown_are_neither_drained_nor_cut() {
+        let requests = Arc::new(Requests::default());
+        drop(requests.track(()));
+        assert_eq!((requests.drained(), requests.cut()), (0, 0));
+    }
+
+    #[test]
+    fn requests_ending_after_the_deadline_are_cut_and_report_themselves() {
+        let requests = Arc::new(Requests::default());
+        let reports = Arc::new(AtomicUsize::new(0));
+        let finishes = requests.track(Named(Arc::clone(&reports)));
+        let cut = requests.track(Named(Arc::clone(&reports)));
+        let leaked = requests.track(Named(Arc::clone(&reports)));
+        requests.start_draining();
+        drop(finishes);
+        assert_eq!(requests.start_cutting(), 2);
+        drop(cut);
+        assert_eq!(requests.drained(), 1);
+        assert_eq!(requests.cut(), 2, "one reported, one still held");
+        assert_eq!(reports.load(Ordering::SeqCst), 1);
+        std::mem::forget(leaked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_resolves_when_the_last_request_ends() {
+        let requests = Arc::new(Requests::default());
+        let guard = requests.track(());
+        requests.start_draining();
+        let waiter = tokio::spawn({
+            let requests = Arc::clone(&requests);
+            async move { requests.wait().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("resolves at zero")
+            .unwrap();
+    }
+}

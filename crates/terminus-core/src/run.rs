@@ -1,0 +1,694 @@
+//! The shutdown sequence: Draining, Closing, CleaningUp, Stopped.
+//!
+//! [`Terminus::run`] reads as the timeline it drives: wait for a shutdown, then one
+//! step per phase. The server plugs in through [`Drain`], which is how connections are
+//! told to move, closed, awaited and cut.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::hooks::{HookResult, HookStage};
+use crate::outcome::{Forced, Outcome, PhaseDurations, ShutdownReason};
+use crate::phase::Phase;
+use crate::terminus::Terminus;
+
+/// What a server does at each step of the shutdown. `axum-terminus` implements it for
+/// its accept loops and connections; [`NoConnections`] is the implementation for code
+/// that only needs requests and tracked tasks drained.
+pub trait Drain: Send {
+    /// Draining began: ask persistent connections to move elsewhere (HTTP/2 GOAWAY).
+    /// The listeners keep accepting.
+    fn start_draining(&mut self) {}
+
+    /// Closing began: stop accepting (taking in what the kernel already accepted),
+    /// close idle connections, let busy ones finish their current requests.
+    fn close(&mut self);
+
+    /// Resolves once every connection has closed.
+    ///
+    /// **Cancel safety:** `run` drops this future when the drain deadline passes (or a
+    /// second signal arrives) and then calls [`force_close`](Drain::force_close), so
+    /// dropping it must lose nothing that `force_close` needs: keep the connections in
+    /// `self`, not in the future.
+    fn closed(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The deadline passed: cut every connection that still has a request or an
+    /// upgraded session in flight (reporting each one), and close the rest. Returns
+    /// how many were cut; connections with nothing in flight do not count.
+    fn force_close(&mut self) -> usize;
+}
+
+/// A [`Drain`] with no connections of its own: `run` then waits only for requests
+/// in flight and tracked tasks. For servers that manage their own connections, such as
+/// `axum::serve` with a graceful-shutdown future.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoConnections;
+
+impl Drain for NoConnections {
+    fn close(&mut self) {}
+
+    async fn closed(&mut self) {}
+
+    fn force_close(&mut self) -> usize {
+        0
+    }
+}
+
+/// After a cut, how long to wait for the cut requests to be dropped (and so reported)
+/// before the outcome is written. Aborted tasks drop their futures within
+/// milliseconds; this only bounds a request held somewhere nothing was aborted.
+const CUT_REPORT_WAIT: Duration = Duration::from_secs(1);
+
+impl Terminus {
+    /// Waits for a shutdown to start (signal, [`shutdown`](Self::shutdown), fatal error),
+    /// then drives it to the end and returns what happened:
+    ///
+    /// 1. **Draining** for `drain_delay`, running `before_shutdown` hooks meanwhile;
+    /// 2. **Closing**: `drain.close()`, then wait for zero requests in flight, zero
+    ///    tracked tasks and `drain.closed()`, at most `drain_timeout`; then cut the rest;
+    /// 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within
+    ///    `cleanup_timeout`;
+    /// 4. **Stopped**: the [`Outcome`] is published, then the phase changes.
+    ///
+    /// A second signal (or [`force`](Self::force)) at any point cuts everything at once
+    /// and skips the remaining hooks. `run` installs the signal handlers (see
+    /// [`listen_for_signals`](Self::listen_for_signals)) and starts the background
+    /// health checks. It drives one shutdown: a later or concurrent call waits for the
+    /// first to finish and returns the same outcome.
+    pub async fn run(&self, drain: impl Drain) -> Outcome {
+        if self.inner.running.swap(true, Ordering::AcqRel) {
+            return self.outcome().await;
+        }
+        self.listen_for_signals();
+        self.inner.health.start_background();
+        self.token().cancelled().await;
+
+        let mut shutdown = Shutdown::new(self, drain);
+        let mut forced = shutdown.drain().await.err();
+        forced = shutdown.close(forced).await.err().or(forced);
+        if forced != Some(Forced::SecondSignal) {
+            forced = shutdown.clean_up().await.err().or(forced);
+        }
+        shutdown.finish(forced)
+    }
+}
+
+/// One shutdown in progress: what has happened so far.
+struct Shutdown<'a, D> {
+    terminus: &'a Terminus,
+    drain: D,
+    reason: ShutdownReason,
+    durations: PhaseDurations,
+    hooks: Vec<HookResult>,
+    connections_cut: usize,
+    tasks_cut: usize,
+}
+
+impl<'a, D: Drain> Shutdown<'a, D> {
+    fn new(terminus: &'a Terminus, drain: D) -> Self {
+        Shutdown {
+            terminus,
+            drain,
+            reason: terminus
+                .shutdown_reason()
+                .unwrap_or_else(|| ShutdownReason::from("unknown")),
+            durations: PhaseDurations::default(),
+            hooks: Vec::new(),
+            connections_cut: 0,
+            tasks_cut: 0,
+        }
+    }
+
+    /// Draining: readiness already fails (the phase changed when the shutdown was asked
+    /// for); keep serving for `drain_delay` so that balancers notice before anything is
+    /// refused, while the `before_shutdown` hooks run.
+    async fn drain(&mut self) -> Result<(), Forced> {
+        let started = Instant::now();
+        self.drain.start_draining();
+        let delay = self.terminus.inner.config.drain_delay;
+        let delay = async {
+            // sleep(ZERO) still waits for the timer's next tick (1 ms): skip it.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        };
+        let force = self.terminus.inner.force.clone();
+        let hooks = run_hooks(self.terminus, HookStage::BeforeShutdown, &mut self.hooks);
+        let result = tokio::select! {
+            biased;
+            _ = force.cancelled() => Err(Forced::SecondSignal),
+            (result, ()) = async { tokio::join!(hooks, delay) } => result,
+        };
+        self.durations.draining = started.elapsed();
+        result
+    }
+
+    /// Closing: stop accepting and wait for what is in flight, up to `drain_timeout`;
+    /// then cut what is left. Forced only if something in flight had to be cut (or a
+    /// second signal came, or `already` says one did).
+    async fn close(&mut self, already: Option<Forced>) -> Result<(), Forced> {
+        let started = Instant::now();
+        let inner = &self.terminus.inner;
+        inner.phase.enter(Phase::Closing, "drain delay over");
+        inner.tasks.close();
+        self.drain.close();
+        let cause = match already {
+            Some(forced) => Some(forced),
+            None => self.settle().await.err(),
+        };
+        let result = match cause {
+            None => Ok(()),
+            Some(cause) => self.cut(cause).await,
+        };
+        self.durations.closing = started.elapsed();
+        result
+    }
+
+    /// Waits until nothing is in flight and every connection has closed, at most
+    /// `drain_timeout`.
+    async fn settle(&mut self) -> Result<(), Forced> {
+        let inner = &self.terminus.inner;
+        let settled = async {
+            tokio::join!(inner.requests.wait(), inner.tasks.wait(), self.drain.closed());
+        };
+        tokio::select! {
+            biased;
+            _ = inner.force.cancelled() => Err(Forced::SecondSignal),
+            () = settled => Ok(()),
+            () = tokio::time::sleep(inner.config.drain_timeout) => Err(Forced::DrainTimeout),
+        }
+    }
+
+    /// Cuts whatever is still running. A drain timeout with nothing in flight (only
+    /// idle connections left) is not forced.
+    async fn cut(&mut self, cause: Forced) -> Result<(), Forced> {
+        let inner = &self.terminus.inner;
+        // Counted before anything is aborted. Tasks go first: cutting a connection wakes
+        // whatever waits on its socket (an upgraded WebSocket session, say), which could
+        // then finish on another worker before being counted.
+        let requests = inner.requests.start_cutting();
+        self.tasks_cut = inner.tasks.abort_all();
+        self.connections_cut = self.drain.force_close();
+        let anything_cut = requests > 0 || self.tasks_cut > 0 || self.connections_cut > 0;
+        if anything_cut {
+            tracing::warn!(
+                target: "terminus",
+                cause = cause.as_str(),
+                requests_cut = requests,
+                connections_cut = self.connections_cut,
+                tasks_cut = self.tasks_cut,
+                "forced close: cut what was still running"
+            );
+            // The cut requests report themselves as their guards are dropped.
+            let _ = tokio::time::timeout(CUT_REPORT_WAIT, inner.requests.wait()).await;
+        }
+        if anything_cut || cause == Forced::SecondSignal {
+            Err(cause)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// CleaningUp: the `on_signal` then the `on_shutdown` hooks.
+    async fn clean_up(&mut self) -> Result<(), Forced> {
+        let started = Instant::now();
+        self.terminus
+            .inner
+            .phase
+            .enter(Phase::CleaningUp, "connections closed");
+        let result = async {
+            run_hooks(self.terminus, HookStage::OnSignal, &mut self.hooks).await?;
+            run_hooks(self.terminus, HookStage::OnShutdown, &mut self.hooks).await
+        }
+        .await;
+        self.durations.cleaning_up = started.elapsed();
+        result
+    }
+
+    /// Stopped: the outcome is published first, so that whoever sees Stopped finds it.
+    fn finish(self, forced: Option<Forced>) -> Outcome {
+        let inner = &self.terminus.inner;
+        // A second signal may skip the clean-up: the phase still passes through it.
+        inner.phase.enter(Phase::CleaningUp, "skipped");
+        let outcome = Outcome {
+            reason: self.reason,
+            forced,
+            requests_drained: inner.requests.drained(),
+            requests_cut: inner.requests.cut(),
+            connections_cut: self.connections_cut,
+            tasks_cut: self.tasks_cut,
+            durations: self.durations,
+            hooks: self.hooks,
+            fatal: self.terminus.fatal().map(str::to_owned),
+            policy: inner.config.exit_code_policy,
+        };
+        // `run` drives one shutdown, so the slot is empty.
+        let _ = inner.outcome.set(outcome.clone());
+        inner.phase.enter(Phase::Stopped, "cleanup done");
+        tracing::info!(
+            target: "terminus",
+            reason = %outcome.reason,
+            graceful = outcome.is_graceful(),
+            requests_drained = outcome.requests_drained,
+            requests_cut = outcome.requests_cut,
+            connections_cut = outcome.connections_cut,
+            tasks_cut = outcome.tasks_cut,
+            hooks_failed = outcome.failed_hooks().count(),
+            draining_ms = outcome.durations.draining.as_millis() as u64,
+            closing_ms = outcome.durations.closing.as_millis() as u64,
+            cleaning_up_ms = outcome.durations.cleaning_up.as_millis() as u64,
+            exit_status = outcome.exit_status(),
+            "shutdown complete"
+        );
+        outcome
+    }
+}
+
+/// Runs the hooks of one stage in order, each bounded by `cleanup_timeout`. Stops early
+/// (with `Err`) when a second signal arrives; the hook then running is aborted.
+async fn run_hooks(
+    terminus: &Terminus,
+    stage: HookStage,
+    results: &mut Vec<HookResult>,
+) -> Result<(), Forced> {
+    let inner = &terminus.inner;
+    let timeout = inner.config.cleanup_timeout;
+    for hook in inner.hooks.iter().filter(|hook| hook.stage == stage) {
+        tokio::select! {
+            biased;
+            _ = inner.force.cancelled() => return Err(Forced::SecondSignal),
+            result = hook.run(timeout) => results.push(result),
+        }
+    }
+    if inner.force.is_cancelled() {
+        return Err(Forced::SecondSignal);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::HookStatus;
+    use crate::outcome::ShutdownReason;
+    use crate::server::ServerExt;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn serving(builder: crate::Builder) -> Terminus {
+        let terminus = builder.build().expect("valid config");
+        terminus.mark_listeners_bound();
+        terminus
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_follow_the_documented_order_and_deadlines() {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::from_secs(5))
+                .drain_timeout(Duration::from_secs(20)),
+        );
+        assert_eq!(terminus.phase(), Phase::Serving);
+        let request = terminus.track_request(());
+        terminus.shutdown("test");
+        assert_eq!(terminus.phase(), Phase::Draining);
+        assert!(terminus.is_live() && !terminus.is_ready());
+        let runner = tokio::spawn({
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
+        });
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        assert_eq!(terminus.phase(), Phase::Draining, "drain delay not over yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(terminus.phase(), Phase::Closing, "waiting for the request");
+        drop(request);
+        let outcome = runner.await.unwrap();
+        assert_eq!(terminus.phase(), Phase::Stopped);
+        assert!(outcome.is_graceful());
+        assert_eq!(outcome.durations.draining, Duration::from_secs(5));
+        assert_eq!(outcome.durations.closing, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_waits_for_in_flight_requests_then_stops() {
+        let terminus = serving(Terminus::builder().drain_delay(Duration::ZERO));
+        let guard = terminus.track_request(());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(guard);
+        });
+        let started = tokio::time::Instant::now();
+        terminus.shutdown("test");
+        let outcome = terminus.run(NoConnections).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(outcome.is_graceful());
+        assert_eq!(outcome.requests_drained, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracked_task_past_drain_timeout_is_cut() {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .drain_timeout(Duration::from_secs(4)),
+        );
+        let endless = terminus.spawn_tracked(std::future::pending::<()>());
+        let started = tokio::time::Instant::now();
+        terminus.shutdown("test");
+        let outcome = terminus.run(NoConnections).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
+        assert_eq!(outcome.forced, Some(Forced::DrainTimeout));
+        assert_eq!(outcome.tasks_cut, 1);
+        assert!(endless.await.unwrap_err().is_cancelled());
+        assert_eq!(outcome.exit_status(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hooks_run_in_stage_order_and_a_hanging_one_is_bounded() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let record = |name: &'static str| {
+            let order = Arc::clone(&order);
+            move || {
+                let order = Arc::clone(&order);
+                async move {
+                    order.lock().unwrap().push(name);
+                    Ok(())
+                }
+            }
+        };
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .cleanup_timeout(Duration::from_secs(3))
+                .on_shutdown("last", record("on_shutdown"))
+                .on_signal("hang", || async {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .on_signal("signal", record("on_signal"))
+                .before_shutdown("first", record("before_shutdown")),
+        );
+        let started = tokio::time::Instant::now();
+        terminus.shutdown("test");
+        let outcome = terminus.run(NoConnections).await;
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["before_shutdown", "on_signal", "on_shutdown"]
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3), "one hook timed out");
+        let statuses: Vec<_> = outcome
+            .hooks
+            .iter()
+            .map(|h| (h.name.as_ref(), h.status.clone()))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                ("first", HookStatus::Ok),
+                ("hang", HookStatus::TimedOut),
+                ("signal", HookStatus::Ok),
+                ("last", HookStatus::Ok),
+            ]
+        );
+        assert!(outcome.is_graceful(), "a failed hook does not force the exit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn force_skips_remaining_phases_and_hooks() {
+        let ran = Arc::new(Mutex::new(false));
+        let flag = Arc::clone(&ran);
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::from_secs(30))
+                .on_shutdown("never", move || {
+                    let flag = Arc::clone(&flag);
+                    async move {
+                        *flag.lock().unwrap() = true;
+                        Ok(())
+                    }
+                }),
+        );
+        terminus.shutdown("first");
+        let runner = tokio::spawn({
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        terminus.force();
+        let outcome = runner.await.unwrap();
+        assert_eq!(outcome.forced, Some(Forced::SecondSignal));
+        assert!(!*ran.lock().unwrap());
+        assert_eq!(terminus.phase(), Phase::Stopped);
+        assert!(outcome.durations.total() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn fatal_error_fails_liveness_and_starts_shutdown() {
+        let terminus = serving(Terminus::builder());
+        assert!(terminus.is_live());
+        terminus.set_fatal("listen 127.0.0.1:3000: address in use");
+        assert!(!terminus.is_live());
+        assert_eq!(terminus.phase(), Phase::Draining);
+        assert!(matches!(
+            terminus.shutdown_reason(),
+            Some(ShutdownReason::Fatal(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_mark_ready_when_required() {
+        let terminus = Terminus::builder().require_mark_ready(true).build().unwrap();
+        terminus.mark_listeners_bound();
+        assert_eq!(terminus.phase(), Phase::Starting);
+        terminus.mark_ready();
+        assert_eq!(terminus.phase(), Phase::Serving);
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_startup_skips_serving() {
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.shutdown("early");
+        terminus.mark_listeners_bound();
+        assert_eq!(terminus.phase(), Phase::Draining);
+    }
+
+    /// A `Drain` whose connections never close by themselves, and which has `cut`
+    /// connections with something in flight when the deadline comes.
+    struct Stubborn {
+        cut: usize,
+    }
+
+    impl Drain for Stubborn {
+        fn close(&mut self) {}
+
+        async fn closed(&mut self) {
+            std::future::pending::<()>().await
+        }
+
+        fn force_close(&mut self) -> usize {
+            self.cut
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_with_only_idle_connections_left_is_not_forced() {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .drain_timeout(Duration::from_secs(2)),
+        );
+        terminus.shutdown("test");
+        let outcome = terminus.run(Stubborn { cut: 0 }).await;
+        assert!(outcome.is_graceful(), "{outcome:?}");
+        assert_eq!((outcome.requests_cut, outcome.connections_cut), (0, 0));
+        assert_eq!(outcome.exit_status(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_connection_forces_the_stop() {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .drain_timeout(Duration::from_secs(2)),
+        );
+        terminus.shutdown("test");
+        let outcome = terminus.run(Stubborn { cut: 1 }).await;
+        assert_eq!(outcome.forced, Some(Forced::DrainTimeout));
+        assert_eq!(outcome.connections_cut, 1);
+    }
+
+    /// Holds `n` requests until a cut aborts the task holding them, as a server's
+    /// connection task would.
+    fn hold_requests(terminus: &Terminus, n: usize) -> tokio::task::JoinHandle<()> {
+        let guards: Vec<_> = (0..n).map(|_| terminus.track_request(())).collect();
+        tokio::spawn(async move {
+            let _guards = guards;
+            std::future::pending::<()>().await
+        })
+    }
+
+    /// A `Drain` that cuts by aborting the task holding the requests.
+    struct AbortOnCut(Option<tokio::task::JoinHandle<()>>);
+
+    impl Drain for AbortOnCut {
+        fn close(&mut self) {}
+
+        async fn closed(&mut self) {
+            std::future::pending::<()>().await
+        }
+
+        fn force_close(&mut self) -> usize {
+            match self.0.take() {
+                Some(task) => {
+                    task.abort();
+                    1
+                }
+                None => 0,
+            }
+        }
+    }
+
+    async fn cut_counts(held: usize, finished: usize) -> Outcome {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .drain_timeout(Duration::from_secs(1)),
+        );
+        let done: Vec<_> = (0..finished).map(|_| terminus.track_request(())).collect();
+        let held = (held > 0).then(|| hold_requests(&terminus, held));
+        let before = terminus.track_request(());
+        drop(before); // ended before the shutdown: neither drained nor cut
+        terminus.shutdown("test");
+        drop(done);
+        terminus.run(AbortOnCut(held)).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcome_counts_drained_and_cut_requests_apart() {
+        let none = cut_counts(0, 3).await;
+        assert_eq!((none.requests_drained, none.requests_cut), (3, 0));
+        assert!(none.is_graceful());
+
+        let one = cut_counts(1, 2).await;
+        assert_eq!((one.requests_drained, one.requests_cut), (2, 1));
+        assert_eq!(one.forced, Some(Forced::DrainTimeout));
+
+        let many = cut_counts(500, 7).await;
+        assert_eq!((many.requests_drained, many.requests_cut), (7, 500));
+        assert_eq!(many.connections_cut, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_during_a_hook_aborts_it_and_skips_the_rest() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = Mutex::new(Some(tx));
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .cleanup_timeout(Duration::from_secs(30))
+                .on_signal("hang", move || {
+                    let tx = tx.lock().unwrap().take();
+                    async move {
+                        let _tx = tx; // dropped when the hook's task is aborted
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                }),
+        );
+        terminus.shutdown("test");
+        let runner = tokio::spawn({
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        terminus.force();
+        let outcome = runner.await.unwrap();
+        assert_eq!(outcome.forced, Some(Forced::SecondSignal));
+        assert!(
+            matches!(tokio::time::timeout(Duration::from_secs(1), rx).await, Ok(Err(_))),
+            "the skipped hook's task was aborted"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_runs_on_a_multi_threaded_runtime_never_hang() {
+        // run() announces Stopped only after the outcome is stored: a second run woken
+        // by the phase change on another worker must find it. 1,000 rounds.
+        for round in 0..1000 {
+            let terminus = serving(Terminus::builder().drain_delay(Duration::ZERO));
+            let runs: Vec<_> = (0..3)
+                .map(|_| {
+                    let terminus = terminus.clone();
+                    tokio::spawn(async move { terminus.run(NoConnections).await })
+                })
+                .collect();
+            let waiter = tokio::spawn({
+                let terminus = terminus.clone();
+                async move { terminus.outcome().await }
+            });
+            terminus.shutdown("test");
+            for run in runs {
+                let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+                    .await
+                    .unwrap_or_else(|_| panic!("run() hung in round {round}"))
+                    .unwrap();
+                assert!(outcome.is_graceful());
+            }
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .unwrap_or_else(|_| panic!("outcome() hung in round {round}"))
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_waits_for_requests_on_a_multi_threaded_runtime() {
+        let terminus = serving(Terminus::builder().drain_delay(Duration::from_millis(50)));
+        let guards: Vec<_> = (0..50).map(|_| terminus.track_request(())).collect();
+        for (i, guard) in guards.into_iter().enumerate() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100 + i as u64)).await;
+                drop(guard);
+            });
+        }
+        terminus.shutdown("test");
+        let outcome = terminus.run(NoConnections).await;
+        assert!(outcome.is_graceful());
+        assert_eq!((outcome.requests_drained, outcome.requests_cut), (50, 0));
+        assert_eq!(terminus.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_on_a_multi_threaded_runtime_counts_every_request_once() {
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::ZERO)
+                .drain_timeout(Duration::from_millis(200)),
+        );
+        let held = hold_requests(&terminus, 100);
+        let finishing: Vec<_> = (0..100).map(|_| terminus.track_request(())).collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(finishing);
+        });
+        terminus.shutdown("test");
+        let outcome = terminus.run(AbortOnCut(Some(held))).await;
+        assert_eq!((outcome.requests_drained, outcome.requests_cut), (100, 100));
+        assert!(!outcome.is_graceful());
+    }
+
+    #[test]
+    fn building_installs_no_signal_handler() {
+        // Inside a runtime, as a library or a test would build one: SIGTERM must still
+        // be the default action, so nothing may be listening yet.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let terminus = runtime.block_on(async { Terminus::builder().build().unwrap() });
+        assert!(!terminus.inner.signals_installed());
+    }
+}

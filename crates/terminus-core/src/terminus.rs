@@ -1,0 +1,429 @@
+//! [`Terminus`]: the shared handle to one server's lifecycle.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::Builder;
+use crate::config::Config;
+use crate::health::{CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Report};
+use crate::hooks::Hook;
+use crate::lock;
+use crate::outcome::{Outcome, ShutdownReason};
+use crate::phase::{Phase, PhaseCell};
+use crate::requests::Requests;
+use crate::signal::{self, Signal};
+use crate::tasks::TrackedTasks;
+
+/// The handle to one server's lifecycle: its phase, deadlines, hooks, signals,
+/// requests in flight and tracked tasks.
+///
+/// Cheap to clone; every clone sees the same state. There is no global state: two
+/// `Terminus` values in one process are independent, and building one has no effect
+/// on the process (signal handlers are installed by [`run`](Terminus::run), or
+/// earlier by [`listen_for_signals`](Terminus::listen_for_signals)).
+///
+/// ```
+/// use std::time::Duration;
+/// use terminus_core::{NoConnections, Phase, Terminus};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let terminus = Terminus::builder()
+///     .drain_delay(Duration::ZERO)
+///     .on_shutdown("close pool", || async { Ok(()) })
+///     .build()?;
+///
+/// terminus.shutdown("test over");
+/// assert!(terminus.token().is_cancelled());
+/// let outcome = terminus.run(NoConnections).await;
+/// assert!(outcome.is_graceful());
+/// assert_eq!(terminus.phase(), Phase::Stopped);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Terminus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) hooks: Vec<Hook>,
+    pub(crate) phase: PhaseCell,
+    /// The first reason a shutdown was asked for; `None` until then.
+    reason: Mutex<Option<ShutdownReason>>,
+    /// Fires when a second signal (or `force()`) asks to skip the rest.
+    pub(crate) force: CancellationToken,
+    fatal: OnceLock<String>,
+    startup: Startup,
+    signals_installed: AtomicBool,
+    pub(crate) requests: Arc<Requests>,
+    pub(crate) tasks: Arc<TrackedTasks>,
+    /// `run` was called: later calls wait for the outcome of the first.
+    pub(crate) running: AtomicBool,
+    /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
+    pub(crate) outcome: OnceLock<Outcome>,
+    pub(crate) health: HealthRegistry,
+    /// How the probe middleware recognises probes, for servers that track requests.
+    pub(crate) probe_matchers: Mutex<Vec<Arc<dyn crate::server::ProbeMatcher>>>,
+}
+
+/// What Serving waits for.
+#[derive(Default)]
+struct Startup {
+    listeners_bound: AtomicBool,
+    app_ready: AtomicBool,
+    /// Every startup check passed once (`true` from the start when there are none).
+    checks_passed: AtomicBool,
+    /// The task retrying startup checks was spawned.
+    runner_started: AtomicBool,
+}
+
+/// How often startup checks are retried until they pass.
+const STARTUP_CHECK_RETRY: Duration = Duration::from_millis(500);
+
+impl fmt::Debug for Terminus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Terminus")
+            .field("phase", &self.phase())
+            .field("in_flight", &self.in_flight())
+            .field("tracked_tasks", &self.tracked_tasks())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Terminus {
+    /// Starts configuring a `Terminus`.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn from_parts(
+        config: Config,
+        hooks: Vec<Hook>,
+        health: HealthRegistry,
+        phase: PhaseCell,
+    ) -> Terminus {
+        let startup_checks = health.has_kind(CheckKind::Startup);
+        let startup = Startup::default();
+        startup.checks_passed.store(!startup_checks, Ordering::Relaxed);
+        Terminus {
+            inner: Arc::new(Inner {
+                config,
+                hooks,
+                phase,
+                reason: Mutex::new(None),
+                force: CancellationToken::new(),
+                fatal: OnceLock::new(),
+                startup,
+                signals_installed: AtomicBool::new(false),
+                requests: Arc::default(),
+                tasks: Arc::default(),
+                running: AtomicBool::new(false),
+                outcome: OnceLock::new(),
+                health,
+                probe_matchers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.inner.phase.get()
+    }
+
+    /// A subscription to phase changes; the receiver's current value is the phase now.
+    ///
+    /// ```
+    /// # use terminus_core::{Phase, Terminus};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let terminus = Terminus::builder().build().unwrap();
+    /// let mut phases = terminus.subscribe();
+    /// terminus.shutdown("demo");
+    /// phases.changed().await.unwrap();
+    /// assert_eq!(*phases.borrow(), Phase::Draining);
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.inner.phase.subscribe()
+    }
+
+    /// A token that is cancelled when Draining begins: hand it to background loops
+    /// and long-lived handlers so they finish (`token.cancelled().await`).
+    pub fn token(&self) -> CancellationToken {
+        self.inner.phase.draining_token().clone()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Starts the shutdown sequence without a signal (tests, admin endpoints, a
+    /// dependency that went away for good). Later calls are ignored; the first reason
+    /// is the one reported.
+    pub fn shutdown(&self, reason: impl Into<ShutdownReason>) {
+        self.inner.request_shutdown(reason.into());
+    }
+
+    /// Skips whatever is left of the shutdown: cuts connections and tasks now and runs
+    /// no further hooks, as a second signal does. Starts a shutdown if none is running.
+    pub fn force(&self) {
+        self.inner.request_shutdown("forced".into());
+        self.inner.force.cancel();
+    }
+
+    /// Why the shutdown started, once it has.
+    pub fn shutdown_reason(&self) -> Option<ShutdownReason> {
+        lock(&self.inner.reason).clone()
+    }
+
+    /// Marks an unrecoverable error (a port already in use, a lost invariant):
+    /// liveness fails from now on, so the orchestrator restarts the process, and
+    /// (unless `shutdown_on_fatal(false)`) a shutdown starts. The first error is kept.
+    pub fn set_fatal(&self, error: impl fmt::Display) {
+        let error = error.to_string();
+        if self.inner.fatal.set(error.clone()).is_ok() {
+            tracing::error!(target: "terminus", error = %error, "fatal error: liveness now fails");
+        }
+        if self.inner.config.shutdown_on_fatal {
+            self.inner.request_shutdown(ShutdownReason::Fatal(error));
+        }
+    }
+
+    /// The fatal error, if one was set.
+    pub fn fatal(&self) -> Option<&str> {
+        self.inner.fatal.get().map(String::as_str)
+    }
+
+    /// `true` unless a fatal error was set. Liveness keeps passing while draining.
+    pub fn is_live(&self) -> bool {
+        self.inner.fatal.get().is_none()
+    }
+
+    /// `true` only while [`Serving`](Phase::Serving).
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Serving
+    }
+
+    /// `true` once startup is done: every listener bound, `mark_ready` called when
+    /// required, and every startup check passed once. Stays `true` through shutdown.
+    pub fn is_started(&self) -> bool {
+        self.inner.startup_done()
+    }
+
+    /// Tells the `Terminus` the application finished its own startup (caches warm,
+    /// migrations run). Only needed with `require_mark_ready(true)`.
+    pub fn mark_ready(&self) {
+        self.inner.startup.app_ready.store(true, Ordering::Release);
+        self.startup_progressed();
+    }
+
+    /// The health checks registered with the builder.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.inner.health
+    }
+
+    /// Runs the probe of `kind` (its lifecycle rules and every check of that kind) and
+    /// reports, for logs, admin pages or transports other than HTTP.
+    pub async fn report(&self, kind: CheckKind) -> Report {
+        self.probe(&ProbeRequest::kind(kind)).await
+    }
+
+    pub(crate) async fn probe(&self, request: &ProbeRequest) -> Report {
+        let report = self.inner.health.run(request, self.lifecycle_state()).await;
+        if report.passed() && request.is_whole(CheckKind::Startup) && report.gate.passed {
+            self.inner.startup_checks_pass();
+        }
+        report
+    }
+
+    pub(crate) fn lifecycle_state(&self) -> LifecycleState {
+        LifecycleState {
+            phase: self.phase(),
+            fatal: !self.is_live(),
+            prerequisites_met: self.inner.startup_prerequisites(),
+            startup_done: self.inner.startup_done(),
+        }
+    }
+
+    pub(crate) fn mark_listeners_bound(&self) {
+        self.inner.startup.listeners_bound.store(true, Ordering::Release);
+        self.startup_progressed();
+    }
+
+    fn startup_progressed(&self) {
+        self.inner.maybe_serving();
+        self.drive_startup_checks();
+    }
+
+    /// With startup checks registered, Serving waits for them: once the other
+    /// prerequisites are met, a task runs them until they pass (or shutdown begins).
+    fn drive_startup_checks(&self) {
+        let inner = &self.inner;
+        if inner.startup.checks_passed.load(Ordering::Acquire) || !inner.startup_prerequisites() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err()
+            || inner.startup.runner_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.phase.get().is_shutting_down() || inner.startup.checks_passed.load(Ordering::Acquire)
+                {
+                    return;
+                }
+                let terminus = Terminus { inner };
+                if terminus.report(CheckKind::Startup).await.passed() {
+                    return;
+                }
+                drop(terminus);
+                tokio::time::sleep(STARTUP_CHECK_RETRY).await;
+            }
+        });
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.requests.in_flight()
+    }
+
+    /// Spawns work that Closing waits for (a queue consumer finishing its batch, a
+    /// WebSocket session). At `drain_timeout` the task is aborted and counted as cut.
+    /// Pair it with [`token`](Self::token) so the work knows when to wrap up.
+    ///
+    /// ```
+    /// # use terminus_core::Terminus;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let terminus = Terminus::builder().build().unwrap();
+    /// let token = terminus.token();
+    /// terminus.spawn_tracked(async move {
+    ///     token.cancelled().await; // finish the current batch, then return
+    /// });
+    /// assert_eq!(terminus.tracked_tasks(), 1);
+    /// # }
+    /// ```
+    pub fn spawn_tracked<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.tasks.spawn(future)
+    }
+
+    /// Tracked tasks still running.
+    pub fn tracked_tasks(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Installs the signal handlers, if they are not yet installed. From then on the
+    /// configured signals no longer kill the process but start the shutdown sequence
+    /// (a second one forces it). [`run`](Terminus::run), and so `serve`, calls this;
+    /// call it earlier to catch a signal that arrives during startup. Must be called
+    /// inside a Tokio runtime.
+    pub fn listen_for_signals(&self) {
+        if self.inner.signals_installed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
+        signal::listen(&self.inner.config.signals, tx);
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some(signal) = rx.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.on_signal(signal);
+            }
+        });
+    }
+
+    /// Waits until the shutdown is complete and returns its [`Outcome`]: the same one
+    /// [`run`](Terminus::run) returned. For code that did not call `run` itself, such
+    /// as an `axum::serve` task that only awaited `shutdown_signal`.
+    pub async fn outcome(&self) -> Outcome {
+        let mut phases = self.subscribe();
+        // The outcome is stored before Stopped is announced, so seeing Stopped is
+        // enough. The sender lives in `self`, so the channel cannot close under us.
+        let _ = phases.wait_for(|phase| *phase == Phase::Stopped).await;
+        match self.inner.outcome.get() {
+            Some(outcome) => outcome.clone(),
+            // Stopped is only entered after the outcome was set.
+            None => unreachable_outcome(),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_outcome() -> Outcome {
+    // `finish` sets the outcome, then enters Stopped; nothing else enters Stopped.
+    unreachable!("the phase is Stopped but no outcome was published")
+}
+
+impl Inner {
+    #[cfg(test)]
+    pub(crate) fn signals_installed(&self) -> bool {
+        self.signals_installed.load(Ordering::Acquire)
+    }
+
+    fn startup_done(&self) -> bool {
+        self.startup_prerequisites() && self.startup.checks_passed.load(Ordering::Acquire)
+    }
+
+    /// Everything startup needs except the startup checks.
+    fn startup_prerequisites(&self) -> bool {
+        self.startup.listeners_bound.load(Ordering::Acquire)
+            && (!self.config.require_mark_ready || self.startup.app_ready.load(Ordering::Acquire))
+    }
+
+    fn startup_checks_pass(&self) {
+        if !self.startup.checks_passed.swap(true, Ordering::AcqRel) {
+            tracing::info!(target: "terminus", "startup checks passed");
+            self.maybe_serving();
+        }
+    }
+
+    fn maybe_serving(&self) {
+        if self.startup_done() {
+            self.phase.enter(Phase::Serving, "startup done");
+        }
+    }
+
+    fn on_signal(&self, signal: Signal) {
+        if !self.phase.get().is_shutting_down() {
+            self.request_shutdown(ShutdownReason::Signal(signal));
+        } else if self.config.force_on_second_signal {
+            tracing::warn!(
+                target: "terminus", signal = signal.name(),
+                "second signal: skipping the rest of the shutdown"
+            );
+            self.force.cancel();
+        } else {
+            tracing::info!(
+                target: "terminus", signal = signal.name(),
+                "signal ignored: shutdown already in progress"
+            );
+        }
+    }
+
+    pub(crate) fn request_shutdown(&self, reason: ShutdownReason) {
+        {
+            let mut slot = lock(&self.reason);
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(reason.clone());
+        }
+        // From here on, every request that ends counts as drained.
+        self.requests.start_draining();
+        self.phase.enter(Phase::Draining, &reason.to_string());
+    }
+}
