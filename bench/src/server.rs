@@ -34,19 +34,29 @@ pub enum Mode {
     /// The app with [`TerminusLayer`], served by `axum::serve`: isolates the layer's cost
     /// from the accept loop's.
     Layer,
+    /// The app without the layer, served by [`axum_terminus::serve`]: isolates the
+    /// accept loop's cost from the layer's.
+    Serve,
     /// `Bare` plus a plain `/readyz` route that returns [`READY_BODY`] with the probe's headers.
     PlainProbe,
 }
 
 impl Mode {
     /// Every mode, in the order the usage text lists them.
-    pub const ALL: [Mode; 4] = [Mode::Bare, Mode::Terminus, Mode::Layer, Mode::PlainProbe];
+    pub const ALL: [Mode; 5] = [
+        Mode::Bare,
+        Mode::Terminus,
+        Mode::Layer,
+        Mode::Serve,
+        Mode::PlainProbe,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Bare => "bare",
             Mode::Terminus => "terminus",
+            Mode::Serve => "serve",
             Mode::Layer => "layer",
             Mode::PlainProbe => "plain-probe",
         }
@@ -82,22 +92,40 @@ pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
             terminus.mark_listeners_bound();
             serve_layered_bare(TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()))).await
         }
+        Mode::Serve => {
+            let terminus = terminus_controller()?;
+            serve_terminus(quickstart::router().with_state(()), &terminus).await
+        }
         Mode::Terminus => {
             let terminus = terminus_controller()?;
             // Around the whole app, as the README shows: probes before routing.
             let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
-            let listener = axum_terminus::bind("127.0.0.1:0", &terminus).await?;
-            announce(&listener)?;
-            let outcome = axum_terminus::serve(listener, app, &terminus).await;
-            if !outcome.is_graceful() {
-                return Err(format!("shutdown was not graceful: {outcome:?}").into());
-            }
-            Ok(())
+            serve_terminus(app, &terminus).await
         }
     }
 }
 
-/// The controller the `terminus` and `layer` modes use: no drain delay (the figure
+/// [`axum_terminus::serve`] on `127.0.0.1:0`, until SIGTERM has been handled.
+async fn serve_terminus<S, B>(app: S, terminus: &Terminus) -> Result<(), Box<dyn std::error::Error>>
+where
+    S: tower::Service<Request, Response = axum::http::Response<B>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum_terminus::BoxError>,
+{
+    let listener = axum_terminus::bind("127.0.0.1:0", terminus).await?;
+    announce(&listener)?;
+    let outcome = axum_terminus::serve(listener, app, terminus).await;
+    if !outcome.is_graceful() {
+        return Err(format!("shutdown was not graceful: {outcome:?}").into());
+    }
+    Ok(())
+}
+
+/// The `Terminus` the `terminus`, `serve` and `layer` modes use: no drain delay (the figure
 /// measured is the library's own cost, not a configured wait) and the two readiness
 /// checks of the probe benchmark.
 fn terminus_controller() -> Result<Terminus, Box<dyn std::error::Error>> {

@@ -89,32 +89,44 @@ pub(crate) struct Connection {
     pub(crate) accepted: Tick,
     pub(crate) clock: Arc<Clock>,
     protocol: AtomicU8,
+    /// [`Flags`]: what the socket's every read and write looks at, in one load.
+    flags: AtomicU8,
     /// Requests whose response has not ended yet.
     in_flight: AtomicUsize,
     /// When `in_flight` last fell to zero (the accept, before any request).
     idle_since: AtomicU64,
-    /// The last write found the socket full: a response is still on its way to a
-    /// client that does not read. Not idle, whatever `in_flight` says.
-    write_blocked: AtomicBool,
     /// HTTP/1 (and before the protocol is known): when the request head now arriving
     /// began, or [`Tick::NONE`] between requests. The header-read timeout runs from it.
     head_since: AtomicU64,
-    /// An upgrade (WebSocket) was asked for on this connection.
-    upgrade_requested: AtomicBool,
-    /// The task serving the connection ended while its socket lives on: upgraded.
-    task_done: AtomicBool,
-    /// Something the task must look at: the phase changed, a request ended, a timeout.
+    /// Something the task must look at: the phase changed, a request started while
+    /// Closing, a timeout expired.
     attention: AtomicBool,
-    /// The sweep found a timeout expired: the task closes the connection.
-    expired: AtomicBool,
-    /// Closing asked this idle connection to close: reads bypass the reactor (see `io.rs`).
-    closing_read: AtomicBool,
-    /// Set when the drain deadline cuts the connection: its socket fails from then on.
-    cut: AtomicBool,
-    task: AtomicWaker,
+    /// The serving task's waker. Woken by reference, so it stays registered: the task
+    /// registers once, and again only if its waker changes (see [`Attention`]).
+    task: Mutex<Option<Waker>>,
     /// The tasks waiting to read and to write on an upgraded socket, woken by a cut.
     parked: [AtomicWaker; 2],
     abort: OnceLock<AbortHandle>,
+}
+
+/// The bits of `Connection::flags`.
+struct Flags;
+
+impl Flags {
+    /// The drain deadline cut the connection: its socket fails from then on.
+    const CUT: u8 = 1;
+    /// Closing asked this connection to close when idle: an idle read bypasses the
+    /// reactor (see `io.rs`).
+    const CLOSING_READ: u8 = 2;
+    /// The task serving the connection ended while its socket lives on: upgraded.
+    const TASK_DONE: u8 = 4;
+    /// An upgrade (WebSocket) was asked for on this connection.
+    const UPGRADE_REQUESTED: u8 = 8;
+    /// The last write found the socket full: a response is still on its way to a
+    /// client that does not read. Not idle, whatever `in_flight` says.
+    const WRITE_BLOCKED: u8 = 16;
+    /// The sweep found a timeout expired: the task closes the connection.
+    const EXPIRED: u8 = 32;
 }
 
 impl Connection {
@@ -125,21 +137,24 @@ impl Connection {
             accepted,
             clock,
             protocol: AtomicU8::new(Protocol::Unknown as u8),
+            flags: AtomicU8::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(accepted.0),
-            write_blocked: AtomicBool::new(false),
             // The first head (or the HTTP/2 preface) is timed from the accept.
             head_since: AtomicU64::new(accepted.0),
-            upgrade_requested: AtomicBool::new(false),
-            task_done: AtomicBool::new(false),
             attention: AtomicBool::new(false),
-            expired: AtomicBool::new(false),
-            closing_read: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
-            task: AtomicWaker::new(),
+            task: Mutex::new(None),
             parked: [AtomicWaker::new(), AtomicWaker::new()],
             abort: OnceLock::new(),
         }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags.load(Ordering::Acquire) & flag != 0
+    }
+
+    fn set(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::AcqRel);
     }
 
     pub(crate) fn protocol(&self) -> Protocol {
@@ -162,22 +177,25 @@ impl Connection {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// A request head arrived and the application is called.
-    pub(crate) fn request_started(&self, upgrade: bool) {
+    /// A request head arrived and the application is called. `closing`: the server is
+    /// Closing, so the task must decide whether this request is the connection's last.
+    pub(crate) fn request_started(&self, upgrade: bool, closing: bool) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_since.store(Tick::NONE.0, Ordering::Release);
         if upgrade {
-            self.upgrade_requested.store(true, Ordering::Release);
+            self.set(Flags::UPGRADE_REQUESTED);
         }
-        // The task decides whether this request is the connection's last.
-        self.notify();
+        if closing {
+            self.notify();
+        }
     }
 
-    /// A response ended (or was dropped).
+    /// A response ended (or was dropped). Nobody needs waking: at Closing, hyper closes
+    /// an HTTP/1 connection after its last response by itself, and the sweep times the
+    /// idle bound of the rest from `idle_since`.
     pub(crate) fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle_since.store(self.clock.now().0, Ordering::Release);
-            self.notify();
         }
     }
 
@@ -188,16 +206,20 @@ impl Connection {
 
     pub(crate) fn set_write_blocked(&self, blocked: bool) {
         // Most writes find it clear and leave it so: a load, no store.
-        if self.write_blocked.load(Ordering::Relaxed) != blocked {
-            self.write_blocked.store(blocked, Ordering::Release);
+        if self.has(Flags::WRITE_BLOCKED) != blocked {
+            if blocked {
+                self.set(Flags::WRITE_BLOCKED);
+            } else {
+                self.flags.fetch_and(!Flags::WRITE_BLOCKED, Ordering::AcqRel);
+            }
         }
     }
 
-    /// Bytes came in. Between requests on HTTP/1 they begin the next head: time it.
+    /// Bytes came in. Between HTTP/1 requests they begin the next head: time it.
     pub(crate) fn bytes_arrived(&self) {
         if self.head_since.load(Ordering::Relaxed) == Tick::NONE.0
-            && self.protocol() == Protocol::Http1
             && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.protocol() == Protocol::Http1
         {
             self.head_since.store(self.clock.now().0, Ordering::Release);
         }
@@ -212,53 +234,62 @@ impl Connection {
     /// session in flight, or a response still being written to a slow reader. (Half a
     /// request head is not: no request has arrived yet.)
     pub(crate) fn is_busy(&self) -> bool {
-        self.in_flight() > 0 || self.is_upgraded() || self.write_blocked.load(Ordering::Acquire)
+        self.in_flight() > 0 || self.is_upgraded() || self.has(Flags::WRITE_BLOCKED)
     }
 
     /// A WebSocket (or other upgraded session) lives on this connection.
     pub(crate) fn is_upgraded(&self) -> bool {
-        self.task_done.load(Ordering::Acquire)
-            || (self.protocol() == Protocol::Http2 && self.upgrade_requested.load(Ordering::Acquire))
+        let flags = self.flags.load(Ordering::Acquire);
+        flags & Flags::TASK_DONE != 0
+            || (flags & Flags::UPGRADE_REQUESTED != 0 && self.protocol() == Protocol::Http2)
     }
 
     pub(crate) fn task_finished(&self) {
-        self.task_done.store(true, Ordering::Release);
+        self.set(Flags::TASK_DONE);
     }
 
-    /// Asks the task to look at the phase and the connection's state again.
+    /// Asks the task to look at the phase and the connection's state again. Rare (a
+    /// phase change, a request at Closing, a timeout), so a lock is fine here.
     pub(crate) fn notify(&self) {
-        self.attention.store(true, Ordering::Release);
-        self.task.wake();
+        self.attention.store(true, Ordering::SeqCst);
+        if let Some(waker) = lock(&self.task).as_ref() {
+            waker.wake_by_ref();
+        }
     }
 
-    /// Registers the serving task's waker, and says whether it has something to look at.
-    pub(crate) fn needs_attention(&self, waker: &Waker) -> bool {
-        self.task.register(waker);
-        self.attention.swap(false, Ordering::AcqRel)
+    /// Registers the serving task's waker; see [`Attention`].
+    fn register_task(&self, waker: &Waker) {
+        *lock(&self.task) = Some(waker.clone());
+    }
+
+    /// Whether something asked the task to look (and clears the request).
+    fn take_attention(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) && self.attention.swap(false, Ordering::SeqCst)
     }
 
     /// A timeout expired (header read, or the idle bound at Closing).
     pub(crate) fn expire(&self) {
-        self.expired.store(true, Ordering::Release);
+        self.set(Flags::EXPIRED);
         self.notify();
     }
 
     pub(crate) fn is_expired(&self) -> bool {
-        self.expired.load(Ordering::Acquire)
+        self.has(Flags::EXPIRED)
     }
 
-    /// Closing: the next read bypasses the reactor and reports end of stream when
+    /// Closing: the next idle read bypasses the reactor and reports end of stream when
     /// nothing is there (see `ConnectionIo::poll_read`).
     pub(crate) fn close_when_empty(&self) {
-        self.closing_read.store(true, Ordering::Release);
+        self.set(Flags::CLOSING_READ);
     }
 
-    pub(crate) fn closing_read(&self) -> bool {
-        self.closing_read.load(Ordering::Acquire)
+    /// Whether a read must leave the fast path: the connection is cut, or Closing.
+    pub(crate) fn reads_specially(&self) -> bool {
+        self.has(Flags::CUT | Flags::CLOSING_READ)
     }
 
     pub(crate) fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
+        self.has(Flags::CUT)
     }
 
     /// Remembers a task waiting on the upgraded socket, so that a cut can wake it.
@@ -275,13 +306,36 @@ impl Connection {
     /// write from now on (which is what reaches a socket an upgrade handed to another
     /// task).
     fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
+        self.set(Flags::CUT);
         for parked in &self.parked {
             parked.wake();
         }
         if let Some(abort) = self.abort.get() {
             abort.abort();
         }
+    }
+}
+
+/// A task's memory of the waker it registered on its connection: tokio keeps one waker
+/// per task, so registering again (a lock and a clone) is needed only if it changed,
+/// which it does not. The connection wakes it by reference, so it stays registered.
+#[derive(Default)]
+pub(crate) struct Attention {
+    registered: Option<Waker>,
+}
+
+impl Attention {
+    /// Makes sure the connection can wake this task, and says whether it asked to.
+    pub(crate) fn check(&mut self, connection: &Connection, waker: &Waker) -> bool {
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|registered| registered.will_wake(waker))
+        {
+            connection.register_task(waker);
+            self.registered = Some(waker.clone());
+        }
+        connection.take_attention()
     }
 }
 
@@ -372,7 +426,7 @@ impl Registry {
                 );
             } else {
                 cut += 1;
-                let protocol = if connection.task_done.load(Ordering::Acquire) {
+                let protocol = if connection.has(Flags::TASK_DONE) {
                     "upgraded"
                 } else {
                     connection.protocol().as_str()

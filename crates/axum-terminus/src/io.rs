@@ -89,40 +89,42 @@ impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let connection = &**this.connection;
-        if connection.is_cut() {
-            return Poll::Ready(Err(cut_error()));
-        }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        // Closing, and between HTTP/1 requests (or before the first byte) with nothing in
-        // flight. (An idle HTTP/2 connection is left to the idle bound instead: end of
-        // stream could drop response frames hyper has not written yet.)
-        if connection.closing_read()
-            && connection.protocol() != Protocol::Http2
-            && !connection.is_busy()
-            && (connection.head_since().is_none() || !*this.read_any)
-        {
-            return match read_now(&*this.io, buf) {
-                Some(Ok(n)) => {
-                    buf.advance(n);
-                    if n > 0 {
-                        *this.read_any = true;
-                        connection.bytes_arrived();
+        // One load on the way of every read: cut, or Closing.
+        if connection.reads_specially() {
+            if connection.is_cut() {
+                return Poll::Ready(Err(cut_error()));
+            }
+            // Closing, and between HTTP/1 requests (or before the first byte) with
+            // nothing in flight. (An idle HTTP/2 connection is left to the idle bound
+            // instead: end of stream could drop response frames hyper has not written.)
+            if connection.protocol() != Protocol::Http2
+                && !connection.is_busy()
+                && (connection.head_since().is_none() || !*this.read_any)
+            {
+                return match read_now(&*this.io, buf) {
+                    Some(Ok(n)) => {
+                        buf.advance(n);
+                        if n > 0 {
+                            *this.read_any = true;
+                            connection.bytes_arrived();
+                        }
+                        Poll::Ready(Ok(()))
                     }
-                    Poll::Ready(Ok(()))
-                }
-                // Nothing there: end of stream, and hyper closes the connection.
-                Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(())),
-                Some(Err(error)) => Poll::Ready(Err(error)),
-                None => match this.io.poll_read(cx, buf) {
-                    Poll::Pending => Poll::Ready(Ok(())),
-                    ready => ready,
-                },
-            };
+                    // Nothing there: end of stream, and hyper closes the connection.
+                    Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(())),
+                    Some(Err(error)) => Poll::Ready(Err(error)),
+                    None => match this.io.poll_read(cx, buf) {
+                        Poll::Pending => Poll::Ready(Ok(())),
+                        ready => ready,
+                    },
+                };
+            }
         }
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {

@@ -23,13 +23,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use terminus_core::server::ProbeMatcher;
 use terminus_core::{Phase, Terminus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
-use crate::connection::{Connection, Protocol};
+use crate::connection::{Attention, Connection, Protocol};
 use crate::io::ConnectionIo;
 use crate::serve::BoxError;
 use crate::tracking::TrackedService;
@@ -89,7 +88,6 @@ pub(crate) async fn serve_connection<I, S, B, A>(
     };
     connection.set_protocol(protocol);
     let service = TrackedService::new(service, Arc::clone(&connection), Arc::clone(&settings), addr);
-    let service = TowerToHyperService::new(service);
     let io = TokioIo::new(io);
     let terminus = &settings.terminus;
     let result = match protocol {
@@ -124,8 +122,9 @@ where
 {
     let mut buffer = [0u8; H2_PREFACE.len()];
     let mut filled = 0;
+    let mut attention = Attention::default();
     let protocol = poll_fn(|cx| {
-        if connection.needs_attention(cx.waker()) && connection.is_expired() {
+        if attention.check(connection, cx.waker()) && connection.is_expired() {
             return Poll::Ready(None);
         }
         loop {
@@ -195,8 +194,9 @@ async fn drive<C: GracefulConnection>(
 ) -> Result<(), hyper::Error> {
     let mut conn = std::pin::pin!(conn);
     let mut asked_to_finish = false;
+    let mut attention = Attention::default();
     poll_fn(|cx| {
-        if connection.needs_attention(cx.waker()) {
+        if attention.check(connection, cx.waker()) {
             if connection.is_expired() {
                 // Timed out, or idle past the bound at Closing: drop it.
                 return Poll::Ready(Ok(()));

@@ -11,17 +11,21 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri};
+use futures_util::future::Either;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use terminus_core::server::ServerExt;
-use terminus_core::{DescribeRequest, RequestGuard};
+use terminus_core::{DescribeRequest, Phase, RequestGuard};
+use tower::util::Oneshot;
+use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::clock::Tick;
@@ -49,20 +53,19 @@ impl<S, A> TrackedService<S, A> {
     }
 }
 
-impl<S, B, A> Service<Request<Incoming>> for TrackedService<S, A>
+/// hyper's `Service` (which takes `&self`), so that only the application's service is
+/// cloned for each request, as tower's `oneshot` needs, not this wrapper's handles.
+impl<S, B, A> hyper::service::Service<Request<Incoming>> for TrackedService<S, A>
 where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
     A: Clone + Send + Sync + 'static,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
-    type Future = TrackedFuture<S::Future>;
+    type Future = TrackedFuture<Either<S::Future, Oneshot<S, Request<Body>>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+    #[inline]
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let upgrade = is_upgrade(&request);
         // `ConnectInfo`, as `into_make_service_with_connect_info` gives axum handlers.
         // Inserting it allocates the request's extension map, a few percent of a small
@@ -71,28 +74,30 @@ where
         if self.settings.connect_info || upgrade {
             request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
         }
-        let served = ServedRequest::new(&self.connection, &request, upgrade);
-        // A probe keeps its connection busy, but is no request of the application's:
-        // the layer answers it, and it is never counted in flight, drained or cut.
-        let held = if self.settings.is_probe(request.uri().path()) {
-            Held::Probe { _served: served }
-        } else {
-            Held::Request {
-                _guard: self.settings.terminus.track_request(served),
-            }
+        // A probe is no request of the application's: the layer answers it in
+        // microseconds, and it is never counted in flight, drained or cut.
+        let held = (!self.settings.is_probe(request.uri().path())).then(|| {
+            let closing = self.settings.terminus.phase() >= Phase::Closing;
+            let served = ServedRequest::new(&self.connection, &request, upgrade, closing);
+            // Boxed: the response body stays small enough to be moved without a memcpy
+            // call, which hyper does several times per response (measured: cheaper than
+            // the allocation).
+            Box::new(self.settings.terminus.track_request(served))
+        });
+        // axum's routers are always ready: call at once. A service that is not ready yet
+        // goes through tower's `oneshot`, which waits for it.
+        let mut service = self.inner.clone();
+        let request = request.map(Body::new);
+        let inner = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+            _ => Either::Right(service.oneshot(request)),
         };
-        TrackedFuture {
-            inner: self.inner.call(request.map(Body::new)),
-            held: Some(held),
-        }
+        TrackedFuture { inner, held }
     }
 }
 
 /// What a response holds until its body ends: dropping it ends the request.
-pub(crate) enum Held {
-    Request { _guard: RequestGuard<ServedRequest> },
-    Probe { _served: ServedRequest },
-}
+type Held = RequestGuard<ServedRequest>;
 
 /// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
 /// those requests an `OnUpgrade`. Reading the (usually empty) extension map is cheaper
@@ -105,17 +110,23 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
 pub(crate) struct ServedRequest {
     connection: Arc<Connection>,
     method: Method,
-    uri: Uri,
+    /// The path (and query): a reference count, where the whole `Uri` would be three.
+    path: Option<PathAndQuery>,
     started: Tick,
 }
 
 impl ServedRequest {
-    fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
-        connection.request_started(upgrade);
+    fn new<B>(
+        connection: &Arc<Connection>,
+        request: &Request<B>,
+        upgrade: bool,
+        closing: bool,
+    ) -> ServedRequest {
+        connection.request_started(upgrade, closing);
         ServedRequest {
             connection: Arc::clone(connection),
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            path: request.uri().path_and_query().cloned(),
             started: connection.clock.now(),
         }
     }
@@ -129,7 +140,7 @@ impl DescribeRequest for ServedRequest {
             peer = %connection.peer,
             protocol = %connection.protocol().as_str(),
             method = %self.method,
-            path = %self.uri.path(),
+            path = %self.path.as_ref().map_or("/", PathAndQuery::path),
             age_ms = connection.clock.since(self.started).as_millis() as u64,
             "request cut at the drain deadline"
         );
@@ -147,7 +158,7 @@ pin_project! {
     pub(crate) struct TrackedFuture<F> {
         #[pin]
         inner: F,
-        held: Option<Held>,
+        held: Option<Box<Held>>,
     }
 }
 
@@ -157,6 +168,7 @@ where
 {
     type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
@@ -170,7 +182,7 @@ pin_project! {
     pub(crate) struct TrackedBody<B> {
         #[pin]
         inner: B,
-        held: Option<Held>,
+        held: Option<Box<Held>>,
     }
 }
 
@@ -181,6 +193,7 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -194,10 +207,12 @@ where
         Poll::Ready(frame)
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }

@@ -21,7 +21,7 @@ pin_project! {
     pub struct TerminusBody<B> {
         #[pin]
         kind: Kind<B>,
-        guard: Option<RequestGuard<LayerRequest>>,
+        guard: Option<Box<RequestGuard<LayerRequest>>>,
     }
 }
 
@@ -34,7 +34,8 @@ pin_project! {
 }
 
 impl<B> TerminusBody<B> {
-    pub(crate) fn inner(body: B, guard: Option<RequestGuard<LayerRequest>>) -> Self
+    #[inline]
+    pub(crate) fn inner(body: B, guard: Option<Box<RequestGuard<LayerRequest>>>) -> Self
     where
         B: Body,
     {
@@ -70,6 +71,7 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,6 +93,7 @@ where
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
@@ -98,6 +101,7 @@ where
         }
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),

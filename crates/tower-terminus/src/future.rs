@@ -30,7 +30,7 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            guard: Option<RequestGuard<LayerRequest>>,
+            guard: Option<Box<RequestGuard<LayerRequest>>>,
             version: Version,
             shared: Arc<Shared>,
         },
@@ -42,9 +42,10 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
+    #[inline]
     pub(crate) fn inner(
         future: F,
-        guard: Option<RequestGuard<LayerRequest>>,
+        guard: Option<Box<RequestGuard<LayerRequest>>>,
         version: Version,
         shared: Arc<Shared>,
     ) -> Self {
@@ -75,6 +76,7 @@ where
 {
     type Output = Result<Response<TerminusBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner {

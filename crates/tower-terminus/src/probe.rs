@@ -143,6 +143,7 @@ impl QuickReject {
         self.second_bytes[usize::from(byte / 64)] |= 1 << (byte % 64);
     }
 
+    #[inline]
     fn may_match(&self, path: &[u8]) -> bool {
         path.len() >= self.shortest
             && path
@@ -212,6 +213,7 @@ impl ProbeRoutes {
     }
 
     /// The probe at `path`, matched on the path alone (the query string is not part of it).
+    #[inline]
     pub(crate) fn find<'a>(&'a self, path: &'a str) -> Option<Matched<'a>> {
         if !self.quick.may_match(path.as_bytes()) {
             return None;

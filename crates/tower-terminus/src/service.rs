@@ -71,10 +71,12 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         if let Some(probe) = shared.probes.find(request.uri().path()) {
@@ -84,12 +86,14 @@ where
         // Under a server that tracks requests at its connections, counting here too
         // would count every request twice.
         let guard = (!shared.terminus.requests_tracked_by_server()).then(|| {
-            shared.terminus.track_request(LayerRequest {
+            // Boxed: the response future and body stay small for the common case, a
+            // server that tracks requests itself, where there is no guard here at all.
+            Box::new(shared.terminus.track_request(LayerRequest {
                 method: request.method().clone(),
                 uri: request.uri().clone(),
                 version,
                 started: Instant::now(),
-            })
+            }))
         });
         ResponseFuture::inner(self.inner.call(request), guard, version, Arc::clone(shared))
     }

@@ -45,9 +45,9 @@ fn port(variable: &str, default: u16) -> Result<u16, String> {
     }
 }
 
-/// Configures the controller from `builder` and the environment, binds both ports,
-/// prints `admin-port listening on http://PUBLIC` then `admin probes on
-/// http://ADMIN`, serves until shut down, and returns the exit code of the outcome.
+/// Configures the `Terminus` from `builder` and the environment, binds both ports,
+/// prints `admin probes on http://ADMIN` then `admin-port listening on http://PUBLIC`,
+/// serves until shut down, and returns the exit code of the outcome.
 pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let (public_port, admin_port) = (port("PORT", 3000)?, port("ADMIN_PORT", 9000)?);
@@ -55,9 +55,11 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
 
     let public = axum_terminus::bind(format!("{host}:{public_port}"), &terminus).await?;
     let admin = axum_terminus::bind(format!("{host}:{admin_port}"), &terminus).await?;
-    println!("admin-port listening on http://{}", public.local_addr()?);
+    let server = Server::new(&terminus).from_env()?;
+    // The admin address first: whoever waits for the `listening` line then has both.
     println!("admin probes on http://{}", admin.local_addr()?);
-    let outcome = Server::new(&terminus)
+    println!("admin-port listening on http://{}", public.local_addr()?);
+    let outcome = server
         .listener(public, TerminusLayer::new(&terminus).layer(public_router()))
         .admin_listener(admin)
         .run()

@@ -97,7 +97,10 @@ struct Slot {
 struct Run {
     result: CheckResult,
     duration: Duration,
-    finished: Instant,
+    /// Until when later probes may reuse it; `None`: until the next run replaces it
+    /// (a background-refreshed check). Stored as a deadline so that the test on every
+    /// probe is one comparison, not a subtraction of instants.
+    fresh_until: Option<Instant>,
     observed_at: SystemTime,
     /// A failure that [`Check::tolerate_failures`] lets pass as a warning.
     tolerated: bool,
@@ -429,9 +432,7 @@ impl Entry {
     /// The last result, if still fresh at `now`.
     fn fresh(&self, slot: &Slot, now: Instant) -> Option<Arc<Run>> {
         let last = slot.last.as_ref()?;
-        // A background-refreshed check is always served from its slot.
-        let fresh = self.check.refresh_every.is_some()
-            || now.saturating_duration_since(last.finished) < self.check.cache_ttl;
+        let fresh = last.fresh_until.is_none_or(|until| now < until);
         fresh.then(|| Arc::clone(last))
     }
 
@@ -522,6 +523,12 @@ impl Entry {
         }
         let mut run = Run::now(result, duration);
         run.tolerated = tolerated;
+        // A background-refreshed check is always served from its slot.
+        run.fresh_until = match self.check.refresh_every {
+            Some(_) => None,
+            // A TTL too long to add is as good as forever.
+            None => finished.checked_add(self.check.cache_ttl),
+        };
         let run = Arc::new(run);
         {
             let mut slot = lock(&self.slot);
@@ -562,7 +569,7 @@ impl Run {
         Run {
             result,
             duration,
-            finished: Instant::now(),
+            fresh_until: Some(Instant::now()),
             observed_at: SystemTime::now(),
             tolerated: false,
         }
