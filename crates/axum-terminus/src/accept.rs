@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::connection::{Connection, Peer, Registry};
 use crate::io::ConnectionIo;
 use crate::serve::BoxError;
-use crate::serve_connection::{serve_connection, Settings};
+use crate::serve_connection::{serve_connection, Settings, Transport};
 
 /// What every accept loop of a server shares.
 pub(crate) struct ServerParts {
@@ -39,6 +39,7 @@ const MAX_TAKEN_AT_CLOSING: usize = 65_536;
 pub(crate) async fn accept_loop<L, S, B>(
     mut listener: L,
     service: S,
+    transport: Transport,
     server: Arc<ServerParts>,
     cap: Option<Arc<Semaphore>>,
 ) where
@@ -70,7 +71,7 @@ pub(crate) async fn accept_loop<L, S, B>(
             _ = phases.wait_for(|phase| *phase >= Phase::Closing) => break,
             accepted = listener.accept() => accepted,
         };
-        spawn(io, addr, permit, &name, &service, &server);
+        spawn(io, addr, permit, &name, &service, &transport, &server);
     }
     // Connections the kernel completed while the listener was open reached the server:
     // serve them. Closing the listener then makes the kernel refuse new ones, a clean
@@ -78,7 +79,7 @@ pub(crate) async fn accept_loop<L, S, B>(
     let taken = take_accepted(&mut listener);
     let count = taken.len();
     for (io, addr) in taken {
-        spawn(io, addr, None, &name, &service, &server);
+        spawn(io, addr, None, &name, &service, &transport, &server);
     }
     drop(listener);
     tracing::info!(target: "terminus", listener = %name, taken_at_close = count, "listener closed");
@@ -90,6 +91,7 @@ fn spawn<I, A, S, B>(
     permit: Option<OwnedSemaphorePermit>,
     listener: &str,
     service: &S,
+    transport: &Transport,
     server: &Arc<ServerParts>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -120,6 +122,7 @@ fn spawn<I, A, S, B>(
         service.clone(),
         addr,
         Arc::clone(&server.settings),
+        transport.clone(),
     ));
     connection.set_abort(task.abort_handle());
 }

@@ -46,7 +46,10 @@
 //!   [`Builder::on_shutdown`], and [`with_state`] to give them state.
 //! - **Probes**: [`TerminusLayer`] and its builder (paths, formats, headers).
 //! - **Serving**: [`serve`], and [`Server`] for several listeners, an admin listener,
-//!   timeouts, a connection cap, HTTP versions.
+//!   timeouts, a connection cap, HTTP versions. Listeners are anything axum serves: TCP
+//!   ([`bind`]), Unix domain sockets ([`bind_unix`]), your own
+//!   [`axum::serve::Listener`]; TLS with `tls` (feature `tls-rustls`); sockets passed
+//!   by systemd with `systemd` (feature `systemd`).
 //! - **Long-lived work**: [`stream::until_draining`], [`sse`], and `ws` (feature `ws`)
 //!   end streams and WebSocket sessions cleanly at Draining; [`Terminus::spawn_tracked`]
 //!   and [`Terminus::token`] for background work.
@@ -80,6 +83,10 @@
 //! # Feature flags
 //!
 //! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
+//! - `tls-rustls`: the `tls` module and `Server::tls_listener`: HTTPS over rustls
+//!   (*ring* as the default crypto provider).
+//! - `systemd`: the `systemd` module (socket activation), and `sd_notify` messages from
+//!   `Server::run` and `shutdown_signal` when `NOTIFY_SOCKET` is set.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -96,11 +103,17 @@ mod serve_connection;
 mod shutdown_signal;
 pub mod sse;
 pub mod stream;
+#[cfg(all(feature = "systemd", unix))]
+pub mod systemd;
+#[cfg(feature = "tls-rustls")]
+pub mod tls;
 mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
 pub use admin::{admin_layer, admin_router};
+#[cfg(unix)]
+pub use listener::bind_unix;
 pub use listener::{bind, BindError};
 pub use serve::{
     serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,

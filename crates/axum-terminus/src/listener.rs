@@ -32,6 +32,59 @@ where
     }
 }
 
+/// Binds a Unix domain socket listener at `path`, the way [`bind`] binds a port: on
+/// failure the error names the path and the terminus is marked fatal.
+///
+/// A socket file left at `path` by a process that is gone (nothing accepts on it) is
+/// removed first; one that a live process still listens on is an error
+/// (`AddrInUse`), as a port in use is. The file is left in place when the listener
+/// closes: a process started after this one replaces it.
+#[cfg(unix)]
+pub async fn bind_unix(
+    path: impl AsRef<std::path::Path>,
+    terminus: &Terminus,
+) -> Result<tokio::net::UnixListener, BindError> {
+    let path = path.as_ref();
+    let address = format!("unix:{}", path.display());
+    let bound = remove_stale_socket(path)
+        .await
+        .and_then(|()| tokio::net::UnixListener::bind(path));
+    match bound {
+        Ok(listener) => {
+            tracing::info!(target: "terminus", %address, "listening");
+            Ok(listener)
+        }
+        Err(source) => {
+            let error = BindError { address, source };
+            terminus.set_fatal(&error);
+            Err(error)
+        }
+    }
+}
+
+/// Removes a socket file nobody listens on any more. A file that is not a socket is
+/// left alone (binding then fails with `AddrInUse`, naming the path).
+#[cfg(unix)]
+async fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !metadata.file_type().is_socket() {
+        return Ok(());
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        // Someone accepts there: leave it, and let bind report the address in use.
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => match std::fs::remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        },
+        Err(_) => Ok(()),
+    }
+}
+
 /// A listener could not be bound.
 #[derive(Debug)]
 pub struct BindError {

@@ -23,7 +23,7 @@ use tower_service::Service;
 use crate::accept::{accept_loop, ServerParts};
 use crate::clock::{self, Clock, Timeouts};
 use crate::connection::Registry;
-use crate::serve_connection::{Settings, Versions};
+use crate::serve_connection::{Settings, Transport, Versions};
 
 /// The error type of response bodies (the same as the hooks').
 pub use terminus_core::BoxError;
@@ -222,7 +222,30 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         self.accept_loops.push(Box::new(move |parts, cap| {
-            Box::pin(accept_loop(listener, service, parts, cap))
+            Box::pin(accept_loop(listener, service, Transport::Plain, parts, cap))
+        }));
+        self
+    }
+
+    /// Adds a listener served over TLS (feature `tls-rustls`): HTTPS with ALPN (`h2`,
+    /// `http/1.1`), a handshake bounded by the [header-read
+    /// timeout](Server::header_read_timeout), and `close_notify` on graceful closes.
+    /// The listener is any [`axum::serve::Listener`], as for
+    /// [`listener`](Server::listener). See [`tls`](crate::tls).
+    #[cfg(feature = "tls-rustls")]
+    pub fn tls_listener<L, S, B>(mut self, listener: L, tls: crate::tls::TlsConfig, service: S) -> Server
+    where
+        L: Listener,
+        L::Addr: Clone + Sync + fmt::Debug + 'static,
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.accept_loops.push(Box::new(move |parts, cap| {
+            // ALPN follows the versions, known only now that the server is complete.
+            let transport = Transport::Tls(tls.acceptor(parts.settings.versions));
+            Box::pin(accept_loop(listener, service, transport, parts, cap))
         }));
         self
     }
@@ -238,7 +261,7 @@ impl Server {
     {
         let router = crate::admin::admin_router(crate::admin::admin_layer(&self.terminus));
         self.accept_loops.push(Box::new(move |parts, _cap| {
-            Box::pin(accept_loop(listener, router, parts, None))
+            Box::pin(accept_loop(listener, router, Transport::Plain, parts, None))
         }));
         self
     }
@@ -323,9 +346,12 @@ impl Server {
     /// Serves every listener until the shutdown is complete, and returns its outcome.
     /// Readiness turns on now (every listener is bound), or when `mark_ready()` is called
     /// if that is required. An invalid setting is reported as a fatal error naming it:
-    /// the process then exits without serving.
+    /// the process then exits without serving. With the `systemd` feature, the service
+    /// manager is notified of each phase (see the `systemd` module).
     pub async fn run(self) -> Outcome {
         let terminus = self.terminus;
+        #[cfg(all(feature = "systemd", unix))]
+        let _notifier = crate::systemd::spawn_notifier(&terminus);
         if let Some(error) = self.invalid {
             tracing::error!(target: "terminus", %error, "cannot start the server");
             terminus.set_fatal(error);

@@ -1,5 +1,5 @@
-//! Serving one connection: tell HTTP/2 from HTTP/1, hand the socket to hyper, and
-//! close at the right moment of the shutdown.
+//! Serving one connection: tell HTTP/2 from HTTP/1 (by the preface, or by TLS's ALPN),
+//! hand the stream to hyper, and close at the right moment of the shutdown.
 //!
 //! What a connection does in each phase:
 //!
@@ -63,13 +63,26 @@ impl Settings {
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves `io` until the connection closes, is cut, or times out.
+/// How a connection's bytes reach HTTP: as they come from the socket, or through TLS.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    /// Plain HTTP: the protocol is sniffed from the preface (or fixed by the server).
+    Plain,
+    /// A TLS handshake first; ALPN then names the protocol.
+    #[cfg(feature = "tls-rustls")]
+    Tls(crate::tls::Acceptor),
+}
+
+/// Serves `io` until the connection closes, is cut, or times out: the pipeline's
+/// stages are the socket (`ConnectionIo`, which the cuts, timeouts and Closing see),
+/// then TLS if the listener has it, then the protocol, then hyper.
 pub(crate) async fn serve_connection<I, S, B, A>(
     mut io: ConnectionIo<I>,
     connection: Arc<Connection>,
     service: S,
     addr: A,
     settings: Arc<Settings>,
+    transport: Transport,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -78,14 +91,44 @@ pub(crate) async fn serve_connection<I, S, B, A>(
     B::Error: Into<BoxError>,
     A: Clone + Send + Sync + 'static,
 {
-    let protocol = match settings.versions {
-        Versions::Http1Only => Protocol::Http1,
-        Versions::Http2Only => Protocol::Http2,
-        Versions::Both => match sniff(&mut io, &connection).await {
-            Some(protocol) => protocol,
-            None => return,
-        },
-    };
+    match transport {
+        Transport::Plain => {
+            let protocol = match settings.versions {
+                Versions::Http1Only => Protocol::Http1,
+                Versions::Http2Only => Protocol::Http2,
+                Versions::Both => match sniff(&mut io, &connection).await {
+                    Some(protocol) => protocol,
+                    None => return,
+                },
+            };
+            serve_http(io, protocol, connection, service, addr, settings).await;
+        }
+        #[cfg(feature = "tls-rustls")]
+        Transport::Tls(acceptor) => {
+            let Some((io, protocol)) = acceptor.handshake(io, &connection).await else {
+                return;
+            };
+            serve_http(io, protocol, connection, service, addr, settings).await;
+        }
+    }
+}
+
+/// Hands `io` to hyper as `protocol`, and drives the connection through the shutdown.
+async fn serve_http<T, S, B, A>(
+    io: T,
+    protocol: Protocol,
+    connection: Arc<Connection>,
+    service: S,
+    addr: A,
+    settings: Arc<Settings>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    A: Clone + Send + Sync + 'static,
+{
     connection.set_protocol(protocol);
     let service = TrackedService::new(service, Arc::clone(&connection), Arc::clone(&settings), addr);
     let io = TokioIo::new(io);
