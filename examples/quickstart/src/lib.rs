@@ -14,8 +14,12 @@
 //! | `TERMINUS_IDLE_CLOSE_TIMEOUT` | `1s` | from Closing on, how long a connection with nothing in flight stays open |
 //! | `TERMINUS_MAX_CONNECTIONS` | none | the most connections served at once |
 //! | `QUICKSTART_DEPENDS_ON` | unset | `host:port` of a dependency: a TCP readiness check on it |
+//! | `UNIX_SOCKET` | unset | a path: listen on this Unix domain socket instead of `HOST:PORT` |
+//! | `LISTEN_FDS`, `LISTEN_PID` | set by systemd | socket activation: serve the socket systemd passed (fd 3) |
+//! | `NOTIFY_SOCKET`, `WATCHDOG_USEC` | set by systemd | `Type=notify`: READY, STOPPING, STATUS and watchdog pings |
 #![warn(missing_docs)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,7 +27,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use axum_terminus::{health::checks, Builder};
+use axum_terminus::systemd::{ActivatedListener, ActivatedSockets};
+use axum_terminus::{health::checks, Builder, Terminus};
 use axum_terminus::{Layer, Server, TerminusLayer};
 use serde::Deserialize;
 
@@ -86,9 +91,10 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
-/// Configures the controller from `builder` and the environment, binds `HOST:PORT`,
-/// prints `quickstart listening on http://ADDR` on stdout, serves until shut down,
-/// and returns the exit code of the outcome.
+/// Configures the controller from `builder` and the environment, listens (on a socket
+/// passed by systemd, `UNIX_SOCKET`, or `HOST:PORT`), prints `quickstart listening on
+/// http://ADDR` (or `unix:PATH`) on stdout, serves until shut down, and returns the
+/// exit code of the outcome.
 pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port: u16 = match std::env::var("PORT") {
@@ -113,14 +119,52 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     // the handlers into routes once, as axum::serve does; a Router called as a plain
     // tower service would otherwise convert them on every request.
     let app = TerminusLayer::new(&terminus).layer(router().with_state(()));
-    let listener = match axum_terminus::bind(format!("{host}:{port}"), &terminus).await {
-        Ok(listener) => listener,
+    let server = match listen(&host, port, &terminus).await {
+        Ok(Listening::Tcp(listener)) => {
+            println!("quickstart listening on http://{}", listener.local_addr()?);
+            server.listener(listener, app)
+        }
+        Ok(Listening::Unix(listener, path)) => {
+            println!("quickstart listening on unix:{path}");
+            server.listener(listener, app)
+        }
         Err(error) => {
             tracing::error!(%error, "startup failed");
-            return Err(error.into());
+            return Err(error);
         }
     };
-    println!("quickstart listening on http://{}", listener.local_addr()?);
-    let outcome = server.listener(listener, app).run().await;
+    let outcome = server.run().await;
     Ok(outcome.exit_code())
+}
+
+/// Where the quickstart listens.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, String),
+}
+
+/// The socket systemd passed (socket activation), else `UNIX_SOCKET`, else `HOST:PORT`.
+async fn listen(host: &str, port: u16, terminus: &Terminus) -> Result<Listening, Box<dyn std::error::Error>> {
+    match ActivatedSockets::from_env().take(0)? {
+        Some(ActivatedListener::Tcp(listener)) => return Ok(Listening::Tcp(listener)),
+        Some(ActivatedListener::Unix(listener)) => {
+            let path = listener
+                .local_addr()?
+                .as_pathname()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default();
+            return Ok(Listening::Unix(listener, path));
+        }
+        None => {}
+    }
+    if let Some(path) = std::env::var_os("UNIX_SOCKET").filter(|path| !path.is_empty()) {
+        let listener = axum_terminus::bind_unix(&path, terminus).await?;
+        return Ok(Listening::Unix(
+            listener,
+            PathBuf::from(path).display().to_string(),
+        ));
+    }
+    Ok(Listening::Tcp(
+        axum_terminus::bind(format!("{host}:{port}"), terminus).await?,
+    ))
 }

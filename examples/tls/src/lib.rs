@@ -1,0 +1,75 @@
+//! The quickstart's routes over HTTPS: `cargo run -p tls`, then
+//! `curl -k https://127.0.0.1:3443/`.
+//!
+//! `main.rs` runs it; the end-to-end tests run the same code through [`run`]. Settings
+//! come from the environment, as for the quickstart (its `TERMINUS_*` variables too):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `HOST` | `127.0.0.1` | address to listen on |
+//! | `PORT` | `3443` | port (`0` picks a free one) |
+//! | `TLS_CERT`, `TLS_KEY` | unset | PEM files: the certificate chain and its key; reloaded on SIGHUP |
+//!
+//! Without `TLS_CERT` and `TLS_KEY`, a self-signed certificate for `localhost` and
+//! `127.0.0.1` is generated at start (clients need `-k`, or the certificate printed
+//! with `TLS_PRINT_CERT=1`).
+#![warn(missing_docs)]
+
+use std::process::ExitCode;
+
+use axum_terminus::tls::TlsConfig;
+use axum_terminus::{Builder, Layer, Server, TerminusLayer};
+
+/// Default port: 3443, so that it runs next to the quickstart's 3000 without root.
+const DEFAULT_PORT: u16 = 3443;
+
+/// Configures the controller from `builder` and the environment, binds `HOST:PORT`,
+/// prints `tls listening on https://ADDR` on stdout, serves HTTPS until shut down, and
+/// returns the exit code of the outcome.
+pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT: `{port}` is not a port number"))?,
+        Err(_) => DEFAULT_PORT,
+    };
+    let terminus = builder.from_env()?.build()?;
+    let server = Server::new(&terminus).from_env()?;
+    let tls = tls_config()?;
+    let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
+    let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
+    println!("tls listening on https://{}", listener.local_addr()?);
+    let outcome = server.tls_listener(listener, tls, app).run().await;
+    Ok(outcome.exit_code())
+}
+
+/// `TLS_CERT` and `TLS_KEY` (reloaded on SIGHUP), else a self-signed certificate.
+fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
+    let files = (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY"));
+    let (Some(cert), Some(key)) = files else {
+        let generated = rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        let cert = generated.cert.pem();
+        if std::env::var_os("TLS_PRINT_CERT").is_some() {
+            print!("{cert}");
+        }
+        tracing::info!("no TLS_CERT/TLS_KEY: serving a self-signed certificate for localhost");
+        return Ok(TlsConfig::from_pem(
+            cert.as_bytes(),
+            generated.key_pair.serialize_pem().as_bytes(),
+        )?);
+    };
+    let tls = TlsConfig::from_pem_files(&cert, &key)?;
+    // Renewed certificates (certbot, cert-manager) are picked up without a restart:
+    // `kill -HUP <pid>`. New handshakes use them; open connections keep theirs.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloading = tls.clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(error) = reloading.reload_pem_files(&cert, &key) {
+                tracing::error!(%error, "TLS certificate not reloaded: the previous one stays");
+            }
+        }
+    });
+    Ok(tls)
+}
