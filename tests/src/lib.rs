@@ -1,10 +1,12 @@
 //! Helpers for the end-to-end tests: start a real server process on a free loopback
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
+pub mod curl;
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
 pub mod raw;
+pub mod systemd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -44,9 +46,15 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts `binary` with `PORT=0` on 127.0.0.1 plus `envs`, and waits for its
-    /// `listening on http://ADDR` line.
+    /// `listening on http://ADDR` (or `https://ADDR`) line.
     pub fn start(binary: &str, envs: &[(&str, &str)]) -> TestServer {
-        let mut server = TestServer::spawn(binary, envs);
+        TestServer::start_command(TestServer::command(binary, envs))
+    }
+
+    /// Runs `command` (see [`TestServer::command`]) and waits for its `listening on
+    /// http://ADDR` (or `https://ADDR`) line.
+    pub fn start_command(command: Command) -> TestServer {
+        let mut server = TestServer::spawn_command(command);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(addr) = server.stdout().iter().find_map(|line| parse_listening(line)) {
@@ -69,21 +77,33 @@ impl TestServer {
 
     /// Starts `binary` without waiting for it to listen (for startup failures).
     pub fn spawn(binary: &str, envs: &[(&str, &str)]) -> TestServer {
+        TestServer::spawn_command(TestServer::command(binary, envs))
+    }
+
+    /// The command that runs `binary` the way the tests do: on 127.0.0.1 with
+    /// `PORT=0`, `RUST_LOG=info`, outside Kubernetes, with `envs` on top.
+    pub fn command(binary: &str, envs: &[(&str, &str)]) -> Command {
         let mut command = Command::new(binary);
         command
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("RUST_LOG", "info")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("KUBERNETES_SERVICE_HOST");
         for (name, value) in envs {
             command.env(name, value);
         }
+        command
+    }
+
+    /// Runs `command` with its output piped to the test, without waiting.
+    pub fn spawn_command(mut command: Command) -> TestServer {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+            .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
         let stdout = collect_lines(child.stdout.take());
         let stderr = collect_lines(child.stderr.take());
         TestServer {
@@ -186,7 +206,9 @@ impl Drop for TestServer {
 }
 
 fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on http://")?;
+    let (_, rest) = line
+        .split_once("listening on http://")
+        .or_else(|| line.split_once("listening on https://"))?;
     rest.trim().parse().ok()
 }
 

@@ -1,12 +1,11 @@
-//! A hand-driven HTTP/2 peer (prior knowledge, as over `h2c`): frames written and read
-//! one by one (RFC 9113 §4.1), so that a test can stop at any step of the protocol.
+//! A hand-driven HTTP/2 peer (prior knowledge, as over `h2c`, on TCP or a Unix socket):
+//! frames written and read one by one (RFC 9113 §4.1), so that a test can stop at any step of the protocol.
 //! That is what a real client never does, and what a misbehaving peer does: send the
 //! preface and nothing else, stop reading after a response, or ignore every PING.
 
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -47,7 +46,7 @@ pub struct Frame {
 
 /// Writes one frame: 24-bit length, type, flags, 31-bit stream id, payload.
 pub async fn write_frame(
-    io: &mut TcpStream,
+    io: &mut (impl AsyncRead + AsyncWrite + Unpin),
     kind: u8,
     flags: u8,
     stream: u32,
@@ -64,7 +63,7 @@ pub async fn write_frame(
 }
 
 /// Reads one frame.
-pub async fn read_frame(io: &mut TcpStream) -> io::Result<Frame> {
+pub async fn read_frame(io: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> io::Result<Frame> {
     let mut header = [0u8; 9];
     io.read_exact(&mut header).await?;
     let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
@@ -81,7 +80,7 @@ pub async fn read_frame(io: &mut TcpStream) -> io::Result<Frame> {
 /// The connection handshake: the preface and an empty SETTINGS, then read until the
 /// server has sent its own SETTINGS (which this acknowledges) and acknowledged ours.
 /// Bound it with a timeout: a server that never answers leaves it waiting.
-pub async fn handshake(io: &mut TcpStream) -> io::Result<()> {
+pub async fn handshake(io: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> io::Result<()> {
     io.write_all(PREFACE).await?;
     write_frame(io, kind::SETTINGS, 0, 0, &[]).await?;
     let (mut theirs, mut our_ack) = (false, false);
@@ -113,7 +112,11 @@ pub fn get_header_block(path: &str) -> Vec<u8> {
 }
 
 /// Opens stream `stream` with `GET path` (HEADERS with END_STREAM and END_HEADERS).
-pub async fn send_get(io: &mut TcpStream, stream: u32, path: &str) -> io::Result<()> {
+pub async fn send_get(
+    io: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    stream: u32,
+    path: &str,
+) -> io::Result<()> {
     write_frame(
         io,
         kind::HEADERS,
@@ -127,7 +130,10 @@ pub async fn send_get(io: &mut TcpStream, stream: u32, path: &str) -> io::Result
 /// Reads frames until stream `stream` ends; returns its body. Fails unless the
 /// response is `:status 200`, which the server's HPACK encoder sends as the static
 /// table's entry 8 (one byte, `0x88`). Frames of the connection are read and ignored.
-pub async fn read_response(io: &mut TcpStream, stream: u32) -> io::Result<Vec<u8>> {
+pub async fn read_response(
+    io: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    stream: u32,
+) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let frame = read_frame(io).await?;
