@@ -13,7 +13,11 @@
 //! expected body, another status, a connection error, a response cut mid-body, or a
 //! timeout. A request that could not even start because the pooled connection had
 //! already closed is not a request yet: the worker reconnects first, as any HTTP client
-//! does with an idle connection the server closed.
+//! does with an idle connection the server closed. Likewise an HTTP/2 request that
+//! crossed the server's final GOAWAY (refused by it, or never sent because the
+//! connection was closing) never reached the application: RFC 9113 §8.7 lets clients
+//! retry it, and they do (hyper-util's, Go's, gRPC's). The worker retries it once on a
+//! new connection, and counts it in [`Counts::retried`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,6 +71,9 @@ pub struct Counts {
     pub truncated: u64,
     /// Requests not complete within the timeout.
     pub timeouts: u64,
+    /// HTTP/2 requests the server never processed (after its GOAWAY), retried once on
+    /// a new connection; counted again by how the retry ended.
+    pub retried: u64,
     /// Successful requests by kind: HTTP/2, POST, slow.
     pub ok_h2: u64,
     /// Successful POST requests.
@@ -90,7 +97,7 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "requests={} ok={} failed={} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={})",
+            "requests={} ok={} failed={} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={}; h2 retried={})",
             self.requests,
             self.ok,
             self.failed(),
@@ -101,7 +108,8 @@ impl fmt::Display for Counts {
             self.timeouts,
             self.ok_h2,
             self.ok_post,
-            self.ok_slow
+            self.ok_slow,
+            self.retried
         )
     }
 }
@@ -117,6 +125,7 @@ struct Stats {
     connection_errors: AtomicU64,
     truncated: AtomicU64,
     timeouts: AtomicU64,
+    retried: AtomicU64,
     ok_h2: AtomicU64,
     ok_post: AtomicU64,
     ok_slow: AtomicU64,
@@ -200,6 +209,28 @@ enum Ending {
     Timeout,
 }
 
+impl Ending {
+    /// An HTTP/2 request the server never processed: still queued when the connection
+    /// closed (hyper's "canceled"), or refused by a GOAWAY (a stream above its last
+    /// stream id, or one the client's h2 would not open after it) or REFUSED_STREAM.
+    fn never_processed(&self) -> bool {
+        let Ending::Connection(error) = self else {
+            return false;
+        };
+        let source = std::error::Error::source(error);
+        if error.is_canceled() {
+            // Still in hyper's queue when the connection closed (not a request hyper
+            // had started to send, whose loss it reports otherwise).
+            return source.is_some_and(|source| source.to_string() == "connection closed");
+        }
+        // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id.
+        source
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason)
+            .is_some_and(|reason| reason == h2::Reason::REFUSED_STREAM || reason == h2::Reason::NO_ERROR)
+    }
+}
+
 impl Load {
     /// Starts the workers.
     pub fn start(config: LoadConfig) -> Load {
@@ -222,7 +253,7 @@ impl Load {
         }
         if let Some(h2) = config.h2 {
             for _ in 0..config.h2_connections {
-                let shared = Arc::new(tokio::sync::Mutex::new(None));
+                let shared = Arc::new(tokio::sync::Mutex::new(H2Shared::default()));
                 for index in 0..config.h2_workers_per_connection {
                     let worker = Worker::new(&config, &stop, &stats, started, next_seed());
                     // The last worker of each connection sends slow requests only.
@@ -255,6 +286,7 @@ impl Load {
             connection_errors: load(&stats.connection_errors),
             truncated: load(&stats.truncated),
             timeouts: load(&stats.timeouts),
+            retried: load(&stats.retried),
             ok_h2: load(&stats.ok_h2),
             ok_post: load(&stats.ok_post),
             ok_slow: load(&stats.ok_slow),
@@ -276,7 +308,15 @@ impl Load {
     }
 }
 
-type H2Slot = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>;
+/// The connection shared by a group of HTTP/2 workers, and how many times it was
+/// replaced (so that a worker drops only the connection it saw failing).
+#[derive(Default)]
+struct H2Shared {
+    generation: u64,
+    sender: Option<http2::SendRequest<Full<Bytes>>>,
+}
+
+type H2Slot = Arc<tokio::sync::Mutex<H2Shared>>;
 
 struct Worker {
     stop: Arc<AtomicBool>,
@@ -379,29 +419,55 @@ impl Worker {
             }
             let kind = self.kind(slow_only);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut sender = {
-                let mut shared = slot.lock().await;
-                let reusable = match shared.as_mut() {
-                    Some(open) => open.ready().await.is_ok(),
-                    None => false,
+            let mut retried = false;
+            loop {
+                let Some((generation, mut sender)) = self.h2_sender(addr, &slot, kind).await else {
+                    break;
                 };
-                if !reusable {
-                    match connect_h2(addr).await {
-                        Ok(fresh) => *shared = Some(fresh),
-                        Err(error) => {
-                            *shared = None;
-                            drop(shared);
-                            self.record_connect_failure("HTTP/2", kind, &error);
-                            continue;
-                        }
+                let request = kind.request(&authority, true);
+                let (ending, _) = exchange(sender.send_request(request), kind, self.timeout).await;
+                if !retried && ending.never_processed() {
+                    // The connection is going away: the next attempt opens a new one.
+                    retried = true;
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    let mut shared = slot.lock().await;
+                    if shared.generation == generation {
+                        shared.sender = None;
                     }
+                    continue;
                 }
-                shared.clone().expect("set just above")
-            };
-            let request = kind.request(&authority, true);
-            let (ending, _) = exchange(sender.send_request(request), kind, self.timeout).await;
-            self.record("HTTP/2", kind, ending);
+                self.record("HTTP/2", kind, ending);
+                break;
+            }
         }
+    }
+
+    /// The shared connection's sender, or a new connection's when it is gone. `None`
+    /// (and the failure recorded) when connecting fails.
+    async fn h2_sender(
+        &self,
+        addr: SocketAddr,
+        slot: &H2Slot,
+        kind: Kind,
+    ) -> Option<(u64, http2::SendRequest<Full<Bytes>>)> {
+        let mut shared = slot.lock().await;
+        let reusable = match shared.sender.as_mut() {
+            Some(open) => open.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            shared.generation += 1;
+            match connect_h2(addr).await {
+                Ok(fresh) => shared.sender = Some(fresh),
+                Err(error) => {
+                    shared.sender = None;
+                    drop(shared);
+                    self.record_connect_failure("HTTP/2", kind, &error);
+                    return None;
+                }
+            }
+        }
+        Some((shared.generation, shared.sender.clone()?))
     }
 
     fn record_connect_failure(&self, protocol: &str, kind: Kind, error: &std::io::Error) {

@@ -14,7 +14,8 @@ use crate::TestServer;
 
 /// Moves the socket to fd 3, closes the original descriptor, and execs the service with
 /// `LISTEN_FDS=1` and `LISTEN_PID` set to its own pid (`exec` keeps the shell's): the
-/// variables systemd sets. `$1` is the descriptor, the rest the command.
+/// variables systemd sets. `$1` is the descriptor, the rest the command. bash, because
+/// dash redirects only descriptors 0 to 9.
 const ACTIVATE: &str = r#"exec 3<&"$1" && { [ "$1" = 3 ] || eval "exec $1<&-"; } && shift && LISTEN_PID=$$ LISTEN_FDS=1 exec "$@""#;
 
 /// A listening socket that outlives the processes started on it, as a `.socket` unit's.
@@ -52,8 +53,8 @@ impl SocketUnit {
             .set_cloexec(false)
             .expect("let the child inherit the socket");
         let descriptor = inherited.as_raw_fd().to_string();
-        let mut command = TestServer::command("sh", envs);
-        command.args(["-c", ACTIVATE, "sh", &descriptor, binary]);
+        let mut command = TestServer::command("bash", envs);
+        command.args(["-c", ACTIVATE, "bash", &descriptor, binary]);
         let server = TestServer::start_command(command);
         drop(inherited);
         server
@@ -86,7 +87,7 @@ impl NotifySocket {
 
     /// Reads datagrams until `until` returns `true` for one, or `timeout` passes; returns
     /// every datagram received, each split into its `KEY=value` lines.
-    pub fn receive(&self, timeout: Duration, until: impl Fn(&[String]) -> bool) -> Vec<Vec<String>> {
+    pub fn receive(&self, timeout: Duration, mut until: impl FnMut(&[String]) -> bool) -> Vec<Vec<String>> {
         let deadline = Instant::now() + timeout;
         let mut received = Vec::new();
         let mut buffer = vec![0u8; 4096];

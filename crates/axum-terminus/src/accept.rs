@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::clock::Clock;
-use crate::connection::{Connection, Peer, Registry};
+use crate::connection::{describe, Connection, Peer, Registry};
 use crate::io::ConnectionIo;
 use crate::serve::BoxError;
 use crate::serve_connection::{serve_connection, Settings, Transport};
@@ -52,7 +52,7 @@ pub(crate) async fn accept_loop<L, S, B>(
 {
     let name = listener
         .local_addr()
-        .map(|addr| format!("{addr:?}"))
+        .map(|addr| describe(&addr))
         .unwrap_or_default();
     let mut phases = server.settings.terminus.subscribe();
     loop {

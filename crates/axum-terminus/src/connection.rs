@@ -65,13 +65,29 @@ impl Peer {
         }
         #[cfg(unix)]
         if let Some(unix) = any.downcast_ref::<tokio::net::unix::SocketAddr>() {
-            return Peer::Named(match unix.as_pathname() {
-                Some(path) => format!("unix:{}", path.display()).into(),
-                None => format!("unix:{listener}").into(),
-            });
+            if unix.as_pathname().is_none() {
+                return Peer::Named(listener.into());
+            }
         }
-        Peer::Named(format!("{addr:?}").into())
+        Peer::Named(describe(addr).into())
     }
+}
+
+/// How the logs name a listener's or a peer's address: `127.0.0.1:3000`,
+/// `unix:/run/app.sock`, or the `Debug` form of another listener's address.
+pub(crate) fn describe<A: fmt::Debug + 'static>(addr: &A) -> String {
+    let any: &dyn std::any::Any = addr;
+    if let Some(ip) = any.downcast_ref::<SocketAddr>() {
+        return ip.to_string();
+    }
+    #[cfg(unix)]
+    if let Some(unix) = any.downcast_ref::<tokio::net::unix::SocketAddr>() {
+        return match unix.as_pathname() {
+            Some(path) => format!("unix:{}", path.display()),
+            None => "unix:(unnamed)".to_owned(),
+        };
+    }
+    format!("{addr:?}")
 }
 
 impl fmt::Display for Peer {
