@@ -136,4 +136,9 @@ pub use tower_terminus::{ProbeFormat, TerminusBody, TerminusLayer, TerminusLayer
 mod guides {
     #[doc = include_str!("../../../README.md")]
     struct Readme;
+
+    // TLS, Unix sockets, systemd, HTTP versions, axum::serve: with both features.
+    #[cfg(all(feature = "tls-rustls", feature = "systemd"))]
+    #[doc = include_str!("../../../docs/deployment.md")]
+    struct Deployment;
 }
