@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start a real server process on a free loopback
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
+pub mod grpc;
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
