@@ -99,7 +99,7 @@ impl Haproxy {
 
     /// HAProxy in front of gRPC backends (HTTP/2 only), with the same checks, retry and
     /// redispatch settings as [`start`](Haproxy::start); `h2` is the gRPC frontend. See
-    /// [`grpc_config`] for the two modes.
+    /// `grpc_config` for the two modes.
     pub fn start_grpc(servers: &[ServerSlot], mode: GrpcMode) -> Haproxy {
         Haproxy::launch(|h1, h2, stats| grpc_config(h1, h2, stats, servers, mode))
     }

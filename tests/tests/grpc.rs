@@ -90,7 +90,7 @@ async fn check_is_serving_while_serving_and_not_serving_right_after_sigterm() {
         .await
         .expect("the shutdown began");
     // No polling: the first answer after Draining began is NOT_SERVING, for every service.
-    for service in ["", grpc::GREETER, "liveness"] {
+    for service in ["", grpc::GREETER, "liveness", "startup"] {
         assert_eq!(
             check(&channel, service).await.unwrap(),
             ServingStatus::NotServing,
@@ -118,6 +118,14 @@ async fn check_is_serving_while_serving_and_not_serving_right_after_sigterm() {
     let (code, event) = exit_event(&mut server, Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{event}");
     assert_eq!(field(&event, "graceful"), Some("true"), "{event}");
+    // Once the listener is closed, tonic reports the refused connection as UNAVAILABLE.
+    let refused = greeter(&channel).say_hello(hello("late")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    eprintln!(
+        "grpc-refused client_status={:?} message={:?}",
+        refused.code(),
+        refused.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

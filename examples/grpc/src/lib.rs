@@ -15,8 +15,8 @@
 //! | `TERMINUS_HEADER_READ_TIMEOUT`, `TERMINUS_IDLE_CLOSE_TIMEOUT`, `TERMINUS_MAX_CONNECTIONS` | | as for `axum_terminus::Server::from_env` |
 //!
 //! The port speaks HTTP/2 only (gRPC's transport). Health services: `""` (readiness),
-//! `greeter.Greeter` (the server's lifecycle and `depends-on` when set), `liveness`
-//! (the liveness probe, for a Kubernetes `grpc:` liveness probe). The HTTP probes
+//! `greeter.Greeter` (the server's lifecycle and `depends-on` when set), `liveness` and
+//! `startup` (those probes, for Kubernetes `grpc:` probes that name them). The HTTP probes
 //! (`/livez`, `/readyz`, `/startupz`) answer on the same port, over HTTP/2.
 #![warn(missing_docs)]
 
@@ -126,12 +126,14 @@ impl greeter_server::Greeter for Greeter {
 }
 
 /// The health service: `""` is readiness, `greeter.Greeter` follows the server and the
-/// `depends-on` check when `depends_on` is set, `liveness` is the liveness probe.
+/// `depends-on` check when `depends_on` is set, `liveness` and `startup` are the
+/// liveness and startup probes (for Kubernetes `grpc:` probes that name them).
 pub fn health(terminus: &Terminus, depends_on: bool) -> Result<HealthService, ConfigError> {
     let greeter_checks: &[&str] = if depends_on { &[DEPENDS_ON_CHECK] } else { &[] };
     HealthService::builder(terminus)
         .service(GREETER, greeter_checks.iter().copied())
         .probe_service("liveness", CheckKind::Liveness)
+        .probe_service("startup", CheckKind::Startup)
         .build()
 }
 
@@ -178,4 +180,11 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     println!("grpc listening on http://{}", listener.local_addr()?);
     let outcome = server.listener(listener, app).run().await;
     Ok(outcome.exit_code())
+}
+
+/// The gRPC guide's Rust examples, compiled as doc tests by this crate, which has tonic.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../../../docs/grpc.md")]
+    struct Grpc;
 }
