@@ -4,6 +4,7 @@
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
+pub mod probe_oracle;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

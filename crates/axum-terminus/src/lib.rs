@@ -118,9 +118,27 @@ pub use tower_layer::Layer;
 pub use tower_terminus::{ProbeFormat, TerminusBody, TerminusLayer, TerminusLayerBuilder, TerminusService};
 
 /// The README's and the guides' Rust examples, compiled as doc tests against this
-/// crate as a user with only `axum-terminus` would write them.
+/// crate as a user would write them (with the dependencies the README lists). Guides
+/// whose examples need other crates (a database driver, tonic) are compiled by the
+/// example crate that has them.
 #[cfg(doctest)]
 mod guides {
     #[doc = include_str!("../../../README.md")]
     struct Readme;
+    #[doc = include_str!("../README.md")]
+    struct CrateReadme;
+    #[doc = include_str!("../../../docs/lifecycle.md")]
+    struct Lifecycle;
+    #[doc = include_str!("../../../docs/probes.md")]
+    struct Probes;
+    #[doc = include_str!("../../../docs/kubernetes.md")]
+    struct Kubernetes;
+    #[doc = include_str!("../../../docs/long-lived-connections.md")]
+    struct LongLivedConnections;
+    #[doc = include_str!("../../../docs/migrating-from-terminus.md")]
+    struct MigratingFromTerminus;
+    #[doc = include_str!("../../../docs/reliability.md")]
+    struct Reliability;
+    #[doc = include_str!("../../../docs/benchmarks.md")]
+    struct Benchmarks;
 }
