@@ -80,6 +80,10 @@
 //! # Feature flags
 //!
 //! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
+//! - `metrics`: the lifecycle's and the server's facts through the `metrics` facade
+//!   (phase, requests in flight, drained and cut, connections open and cut, checks,
+//!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
+//!   building the `Terminus`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -91,6 +95,7 @@ pub mod health;
 mod http_check;
 mod io;
 mod listener;
+mod metrics;
 mod serve;
 mod serve_connection;
 mod shutdown_signal;

@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Feature flags
+//!
+//! - `metrics`: the lifecycle's facts through the `metrics` facade; see [`metrics`].
+//!
 //! Where to start reading: [`Terminus`] (the handle), [`Builder`] (the settings),
 //! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
@@ -36,6 +40,7 @@ mod builder;
 mod config;
 pub mod health;
 mod hooks;
+pub mod metrics;
 mod outcome;
 mod phase;
 mod requests;
