@@ -31,6 +31,29 @@ macro_rules! test_server {
     };
 }
 
+/// Runs each named `async fn` test on a current-thread runtime and on a multi-threaded
+/// one (two workers): the scheduler is part of the truth, and a race that one hides the
+/// other shows. `on_both_runtimes!(my_test)` makes `my_test::current_thread` and
+/// `my_test::multi_thread`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn current_thread() {
+                    super::$test().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn multi_thread() {
+                    super::$test().await
+                }
+            }
+        )*
+    };
+}
+
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

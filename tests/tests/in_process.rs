@@ -8,28 +8,8 @@ use terminus_core::server::ServerExt as _;
 use axum::Router;
 use axum_terminus::{Phase, Terminus, TerminusLayer};
 use http::StatusCode;
-use terminus_tests::{get as http_get, H1};
+use terminus_tests::{get as http_get, on_both_runtimes, H1};
 use tokio::net::TcpListener;
-
-/// Runs a test on a current-thread runtime and on a multi-threaded one: the scheduler
-/// is part of the truth (a race that one hides, the other shows).
-macro_rules! on_both_runtimes {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test]
-                async fn current_thread() {
-                    super::$test().await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn multi_thread() {
-                    super::$test().await
-                }
-            }
-        )*
-    };
-}
 
 on_both_runtimes!(
     shutdown_signal_lets_axum_serve_drain_after_the_delay,
