@@ -60,3 +60,8 @@ pub use tonic_health::pb;
 
 #[cfg(test)]
 mod tests;
+
+/// The crate's README, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct Readme;
