@@ -465,7 +465,8 @@ async fn a_flood_of_health_checks_runs_the_check_once_per_cache_period() {
     assert_eq!(code, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+terminus_tests::on_both_runtimes!(tonic_routes_and_axum_routes_share_one_port);
+
 async fn tonic_routes_and_axum_routes_share_one_port() {
     let terminus = Terminus::builder().build().unwrap();
     let health_service = grpc::health(&terminus, false).unwrap();
