@@ -94,6 +94,17 @@ impl Haproxy {
     /// Writes the configuration for `servers` to a fresh directory and starts HAProxy
     /// in the foreground; returns once its frontends accept connections.
     pub fn start(servers: &[ServerSlot]) -> Haproxy {
+        Haproxy::launch(|h1, h2, stats| config(h1, h2, stats, servers))
+    }
+
+    /// HAProxy in front of gRPC backends (HTTP/2 only), with the same checks, retry and
+    /// redispatch settings as [`start`](Haproxy::start); `h2` is the gRPC frontend. See
+    /// `grpc_config` for the two modes.
+    pub fn start_grpc(servers: &[ServerSlot], mode: GrpcMode) -> Haproxy {
+        Haproxy::launch(|h1, h2, stats| grpc_config(h1, h2, stats, servers, mode))
+    }
+
+    fn launch(config: impl FnOnce(SocketAddr, SocketAddr, SocketAddr) -> String) -> Haproxy {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "terminus-haproxy-{}-{}",
@@ -104,7 +115,7 @@ impl Haproxy {
         let h1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let h2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = config(h1, h2, stats, servers);
+        let config = config(h1, h2, stats);
         let config_path = dir.join("haproxy.cfg");
         std::fs::write(&config_path, config).expect("write haproxy.cfg");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("create haproxy.log");
@@ -240,6 +251,89 @@ backend app
     for server in servers {
         config.push_str(&format!(
             "    server {} 127.0.0.1:{} check\n",
+            server.name, server.port
+        ));
+    }
+    config
+}
+
+/// How HAProxy passes gRPC on to the backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcMode {
+    /// HTTP/2 on both sides (`proto h2` to the backends): HAProxy ends the client's
+    /// streams itself and opens its own to the backends, as Envoy or an ingress does.
+    /// The backends' GOAWAY stops at HAProxy.
+    Http,
+    /// TCP passthrough: each client connection is pinned to one backend, as with a
+    /// Kubernetes ClusterIP Service (kube-proxy); the backends' GOAWAY reaches the client,
+    /// whose reconnection is balanced to a backend that is up.
+    Tcp,
+}
+
+/// The gRPC configuration: the `h2` frontend in `mode`, the `h1` frontend (unused by
+/// gRPC clients, kept so that every frontend of [`Haproxy`] exists), and the checks on
+/// `GET /readyz` over HTTP/2 (`http-check connect proto h2`: the backends refuse HTTP/1).
+fn grpc_config(
+    h1: SocketAddr,
+    h2: SocketAddr,
+    stats: SocketAddr,
+    servers: &[ServerSlot],
+    mode: GrpcMode,
+) -> String {
+    let (grpc_mode, server_proto) = match mode {
+        GrpcMode::Http => ("http", " proto h2"),
+        GrpcMode::Tcp => ("tcp", ""),
+    };
+    let mut config = format!(
+        "\
+global
+    maxconn 4096
+    nbthread 2
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout check 500ms
+    # Every failure reaches the client: no retry, no retry on another server.
+    retries 0
+    no option redispatch
+
+frontend h1
+    mode {grpc_mode}
+    bind {h1}
+    default_backend app
+
+frontend grpc
+    mode {grpc_mode}
+    bind {h2}{server_proto}
+    default_backend app
+
+frontend stats
+    bind {stats}
+    stats enable
+    stats uri /stats
+
+backend app
+    mode {grpc_mode}
+    balance roundrobin
+    # The checks speak HTTP/2 whatever the mode: the backends refuse HTTP/1.
+    option httpchk
+    http-check connect proto h2
+    http-check send meth GET uri /readyz
+    http-check expect status 200
+    # A server is down after one failed check and up after one good one, checked every second.
+    default-server inter 1s fall 1 rise 1
+"
+    );
+    if mode == GrpcMode::Http {
+        config.push_str("    http-reuse safe\n    retry-on none\n");
+    }
+    for server in servers {
+        config.push_str(&format!(
+            "    server {} 127.0.0.1:{} check{server_proto}\n",
             server.name, server.port
         ));
     }

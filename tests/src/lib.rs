@@ -2,9 +2,12 @@
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
 pub mod curl;
+pub mod grpc;
+pub mod grpc_load;
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
+pub mod probe_oracle;
 pub mod raw;
 pub mod systemd;
 
@@ -30,6 +33,35 @@ macro_rules! test_server {
     () => {
         env!("CARGO_BIN_EXE_test-server")
     };
+}
+
+/// Runs each named `async fn` test on a current-thread runtime and on a multi-threaded
+/// one (two workers): the scheduler is part of the truth, and a race that one hides the
+/// other shows. `on_both_runtimes!(my_test)` makes `my_test::current_thread` and
+/// `my_test::multi_thread`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn current_thread() {
+                    super::$test().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn multi_thread() {
+                    super::$test().await
+                }
+            }
+        )*
+    };
+}
+
+/// A path in the temporary directory unique to this test process and `name`, short
+/// enough for a Unix socket (108 bytes): sockets, certificates.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("terminus-{}-{name}", std::process::id()))
 }
 
 /// How long a server may take to print its address.

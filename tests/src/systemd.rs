@@ -118,9 +118,3 @@ impl Drop for NotifySocket {
         let _ = std::fs::remove_file(&self.path);
     }
 }
-
-/// A path in the temporary directory unique to this process and `name`, short enough
-/// for a Unix socket (108 bytes).
-pub fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("terminus-{}-{name}", std::process::id()))
-}

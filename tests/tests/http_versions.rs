@@ -16,10 +16,17 @@ use axum_terminus::{Layer, Outcome, Server, Terminus, TerminusLayer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use terminus_tests::curl::curl;
+use terminus_tests::on_both_runtimes;
 use terminus_tests::raw::h2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+on_both_runtimes!(
+    http2_only_refuses_http1_and_http1_only_refuses_the_http2_preface,
+    over_tls_alpn_offers_only_the_servers_versions,
+    tuning_hyper_keeps_the_servers_own_defaults,
+);
 
 /// A server running in this process, stopped when dropped.
 struct Running {
@@ -71,7 +78,6 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_only_refuses_http1_and_http1_only_refuses_the_http2_preface() {
     let h2_only = Running::start(Server::http2_only, None).await;
     let refused = curl(&["--http1.1", &h2_only.url("http")]).await;
@@ -141,7 +147,6 @@ async fn negotiate(
     Ok(stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_alpn_offers_only_the_servers_versions() {
     let (tls, roots) = certificate();
     let both = Running::start(|server| server, Some(tls.clone())).await;
@@ -206,7 +211,6 @@ async fn server_settings(io: &mut TcpStream) -> Vec<(u16, u32)> {
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const SETTINGS_ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tuning_hyper_keeps_the_servers_own_defaults() {
     let server = Running::start(
         |mut server| {

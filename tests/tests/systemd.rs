@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use terminus_tests::loadgen::{Load, LoadConfig};
-use terminus_tests::systemd::{temp_path, NotifySocket, SocketUnit};
-use terminus_tests::{logs, test_server, TestServer, H1};
+use terminus_tests::systemd::{NotifySocket, SocketUnit};
+use terminus_tests::{logs, temp_path, test_server, TestServer, H1};
 
 const RESTARTS: usize = 5;
 /// Long enough for every keep-alive client (one request every 20 ms) to get a

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use terminus_tests::curl::{self, Curl};
 use terminus_tests::logs::{self, field, field_u64};
 use terminus_tests::raw::h2;
-use terminus_tests::systemd::temp_path;
-use terminus_tests::{test_server, TestServer};
+use terminus_tests::{temp_path, test_server, TestServer};
 use tokio::net::UnixStream;
 
 /// Slack on top of a deadline: generous, for a loaded 2-core machine.

@@ -212,6 +212,10 @@ impl Server {
     /// before the listener closes: with accept(2) until the queue is empty for tokio's
     /// TCP and Unix listeners, and with whatever `accept` yields without waiting for
     /// other listeners.
+    ///
+    /// The cut report names each peer by its IP address, by `unix:<path>` on a Unix
+    /// socket, or by the `Debug` form of your listener's address type (give it the
+    /// name you want to read there).
     pub fn listener<L, S, B>(mut self, listener: L, service: S) -> Server
     where
         L: Listener,
