@@ -210,8 +210,8 @@ enum Ending {
 }
 
 impl Ending {
-    /// An HTTP/2 request the server never processed: still queued when the connection
-    /// closed (hyper's "canceled"), or refused by a GOAWAY (a stream above its last
+    /// An HTTP/2 request the server never processed: not sent because the connection
+    /// had closed or closed first (hyper's "canceled"), or refused by a GOAWAY (a stream above its last
     /// stream id, or one the client's h2 would not open after it) or REFUSED_STREAM.
     fn never_processed(&self) -> bool {
         let Ending::Connection(error) = self else {
@@ -219,9 +219,13 @@ impl Ending {
         };
         let source = std::error::Error::source(error);
         if error.is_canceled() {
-            // Still in hyper's queue when the connection closed (not a request hyper
-            // had started to send, whose loss it reports otherwise).
-            return source.is_some_and(|source| source.to_string() == "connection closed");
+            // Not handed to the connection (it had just closed), or still in hyper's
+            // queue when it closed: never sent. (A request hyper had started to send
+            // and lost is reported otherwise.)
+            return source.is_some_and(|source| {
+                let cause = source.to_string();
+                cause == "connection closed" || cause == "connection was not ready"
+            });
         }
         // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id.
         source
@@ -506,7 +510,10 @@ impl Worker {
             }
             Ending::Connection(error) => {
                 stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-                format!("connection: {error}")
+                match std::error::Error::source(&error) {
+                    Some(cause) => format!("connection: {error} ({cause})"),
+                    None => format!("connection: {error}"),
+                }
             }
             Ending::Truncated(error) => {
                 stats.truncated.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,15 @@ use crate::io::ConnectionIo;
 use crate::serve::BoxError;
 use crate::serve_connection::{serve_connection, Settings, Transport};
 
+/// Whether a listener's queue is left to the process that comes next (socket
+/// activation) rather than taken in at Closing.
+#[cfg(all(feature = "systemd", unix))]
+use crate::systemd::leaves_queue_to_next_process;
+#[cfg(not(all(feature = "systemd", unix)))]
+fn leaves_queue_to_next_process<L>(_listener: &L) -> bool {
+    false
+}
+
 /// What every accept loop of a server shares.
 pub(crate) struct ServerParts {
     pub(crate) settings: Arc<Settings>,
@@ -75,8 +84,13 @@ pub(crate) async fn accept_loop<L, S, B>(
     }
     // Connections the kernel completed while the listener was open reached the server:
     // serve them. Closing the listener then makes the kernel refuse new ones, a clean
-    // error that balancers retry, instead of resetting them after accepting.
-    let taken = take_accepted(&mut listener);
+    // error that balancers retry, instead of resetting them after accepting. (A socket
+    // systemd passed stays open after this process: its queue is the next process's.)
+    let taken = if leaves_queue_to_next_process(&listener) {
+        Vec::new()
+    } else {
+        take_accepted(&mut listener)
+    };
     let count = taken.len();
     for (io, addr) in taken {
         spawn(io, addr, None, &name, &service, &transport, &server);

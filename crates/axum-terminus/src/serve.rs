@@ -353,9 +353,19 @@ impl Server {
     /// the process then exits without serving. With the `systemd` feature, the service
     /// manager is notified of each phase (see the `systemd` module).
     pub async fn run(self) -> Outcome {
-        let terminus = self.terminus;
         #[cfg(all(feature = "systemd", unix))]
-        let _notifier = crate::systemd::spawn_notifier(&terminus);
+        let notifier = crate::systemd::spawn_notifier(&self.terminus);
+        let outcome = self.serve().await;
+        #[cfg(all(feature = "systemd", unix))]
+        if let Some(notifier) = notifier {
+            // Its last message (STATUS=stopped) goes out before the process can exit.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notifier).await;
+        }
+        outcome
+    }
+
+    async fn serve(self) -> Outcome {
+        let terminus = self.terminus;
         if let Some(error) = self.invalid {
             tracing::error!(target: "terminus", %error, "cannot start the server");
             terminus.set_fatal(error);

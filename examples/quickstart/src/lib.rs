@@ -19,7 +19,6 @@
 //! | `NOTIFY_SOCKET`, `WATCHDOG_USEC` | set by systemd | `Type=notify`: READY, STOPPING, STATUS and watchdog pings |
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
 use axum_terminus::systemd::{ActivatedListener, ActivatedSockets};
-use axum_terminus::{health::checks, Builder, Terminus};
+use axum_terminus::{health::checks, BindError, Builder};
 use axum_terminus::{Layer, Server, TerminusLayer};
 use serde::Deserialize;
 
@@ -119,52 +118,48 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     // the handlers into routes once, as axum::serve does; a Router called as a plain
     // tower service would otherwise convert them on every request.
     let app = TerminusLayer::new(&terminus).layer(router().with_state(()));
-    let server = match listen(&host, port, &terminus).await {
-        Ok(Listening::Tcp(listener)) => {
-            println!("quickstart listening on http://{}", listener.local_addr()?);
+    // The socket systemd passed (socket activation), else UNIX_SOCKET, else HOST:PORT.
+    let server = match ActivatedSockets::from_env().take(0)? {
+        Some(ActivatedListener::Tcp(listener)) => {
+            println!(
+                "quickstart listening on http://{}",
+                listener.get_ref().local_addr()?
+            );
             server.listener(listener, app)
         }
-        Ok(Listening::Unix(listener, path)) => {
-            println!("quickstart listening on unix:{path}");
+        Some(ActivatedListener::Unix(listener)) => {
+            println!("quickstart listening on unix:{}", unix_path(listener.get_ref()));
             server.listener(listener, app)
         }
-        Err(error) => {
-            tracing::error!(%error, "startup failed");
-            return Err(error);
-        }
+        None => match std::env::var_os("UNIX_SOCKET").filter(|path| !path.is_empty()) {
+            Some(path) => {
+                let listener = startup(axum_terminus::bind_unix(&path, &terminus).await)?;
+                println!("quickstart listening on unix:{}", unix_path(&listener));
+                server.listener(listener, app)
+            }
+            None => {
+                let listener = startup(axum_terminus::bind(format!("{host}:{port}"), &terminus).await)?;
+                println!("quickstart listening on http://{}", listener.local_addr()?);
+                server.listener(listener, app)
+            }
+        },
     };
     let outcome = server.run().await;
     Ok(outcome.exit_code())
 }
 
-/// Where the quickstart listens.
-enum Listening {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, String),
+/// A bind failure, logged (the terminus is marked fatal already) and returned.
+fn startup<T>(bound: Result<T, BindError>) -> Result<T, Box<dyn std::error::Error>> {
+    bound.map_err(|error| {
+        tracing::error!(%error, "startup failed");
+        error.into()
+    })
 }
 
-/// The socket systemd passed (socket activation), else `UNIX_SOCKET`, else `HOST:PORT`.
-async fn listen(host: &str, port: u16, terminus: &Terminus) -> Result<Listening, Box<dyn std::error::Error>> {
-    match ActivatedSockets::from_env().take(0)? {
-        Some(ActivatedListener::Tcp(listener)) => return Ok(Listening::Tcp(listener)),
-        Some(ActivatedListener::Unix(listener)) => {
-            let path = listener
-                .local_addr()?
-                .as_pathname()
-                .map(|path| path.display().to_string())
-                .unwrap_or_default();
-            return Ok(Listening::Unix(listener, path));
-        }
-        None => {}
-    }
-    if let Some(path) = std::env::var_os("UNIX_SOCKET").filter(|path| !path.is_empty()) {
-        let listener = axum_terminus::bind_unix(&path, terminus).await?;
-        return Ok(Listening::Unix(
-            listener,
-            PathBuf::from(path).display().to_string(),
-        ));
-    }
-    Ok(Listening::Tcp(
-        axum_terminus::bind(format!("{host}:{port}"), terminus).await?,
-    ))
+fn unix_path(listener: &tokio::net::UnixListener) -> String {
+    listener
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_pathname().map(|path| path.display().to_string()))
+        .unwrap_or_default()
 }

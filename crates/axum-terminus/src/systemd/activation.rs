@@ -5,6 +5,8 @@ use std::io;
 
 use listenfd::ListenFd;
 
+use super::Activated;
+
 /// The listening sockets passed by socket activation, in the order of the `.socket`
 /// unit's `Listen*=` lines (file descriptors 3, 4, ...), each taken once.
 ///
@@ -19,9 +21,9 @@ pub struct ActivatedSockets {
 #[derive(Debug)]
 pub enum ActivatedListener {
     /// `ListenStream=` with a port or an address.
-    Tcp(tokio::net::TcpListener),
+    Tcp(Activated<tokio::net::TcpListener>),
     /// `ListenStream=` with a path.
-    Unix(tokio::net::UnixListener),
+    Unix(Activated<tokio::net::UnixListener>),
 }
 
 impl fmt::Debug for ActivatedSockets {
@@ -80,7 +82,7 @@ impl ActivatedSockets {
     }
 
     /// Takes socket `index` as a TCP listener (see [`take`](ActivatedSockets::take)).
-    pub fn take_tcp(&mut self, index: usize) -> io::Result<Option<tokio::net::TcpListener>> {
+    pub fn take_tcp(&mut self, index: usize) -> io::Result<Option<Activated<tokio::net::TcpListener>>> {
         self.fds
             .take_tcp_listener(index)?
             .map(|listener| tcp(listener, index))
@@ -88,7 +90,7 @@ impl ActivatedSockets {
     }
 
     /// Takes socket `index` as a Unix listener (see [`take`](ActivatedSockets::take)).
-    pub fn take_unix(&mut self, index: usize) -> io::Result<Option<tokio::net::UnixListener>> {
+    pub fn take_unix(&mut self, index: usize) -> io::Result<Option<Activated<tokio::net::UnixListener>>> {
         self.fds
             .take_unix_listener(index)?
             .map(|listener| unix(listener, index))
@@ -96,16 +98,19 @@ impl ActivatedSockets {
     }
 }
 
-fn tcp(listener: std::net::TcpListener, index: usize) -> io::Result<tokio::net::TcpListener> {
+fn tcp(listener: std::net::TcpListener, index: usize) -> io::Result<Activated<tokio::net::TcpListener>> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     if let Ok(address) = listener.local_addr() {
         tracing::info!(target: "terminus", %address, index, "listening on a socket passed by systemd");
     }
-    Ok(listener)
+    Ok(Activated::new(listener))
 }
 
-fn unix(listener: std::os::unix::net::UnixListener, index: usize) -> io::Result<tokio::net::UnixListener> {
+fn unix(
+    listener: std::os::unix::net::UnixListener,
+    index: usize,
+) -> io::Result<Activated<tokio::net::UnixListener>> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let path = listener
@@ -113,5 +118,5 @@ fn unix(listener: std::os::unix::net::UnixListener, index: usize) -> io::Result<
         .ok()
         .and_then(|address| address.as_pathname().map(|path| path.display().to_string()));
     tracing::info!(target: "terminus", address = %format!("unix:{}", path.unwrap_or_default()), index, "listening on a socket passed by systemd");
-    Ok(listener)
+    Ok(Activated::new(listener))
 }

@@ -4,7 +4,9 @@
 //!   systemd passed (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`). The socket belongs
 //!   to systemd and outlives the process: while one process stops and the next starts,
 //!   the kernel queues new connections on it, and the next process accepts them. A
-//!   restart then loses no connection, even without a load balancer in front.
+//!   restart then loses no connection, even without a load balancer in front. At
+//!   Closing, the server leaves what waits in the queue to the next process
+//!   ([`Activated`]).
 //! - **Notifications**: with the feature on, [`Server::run`](crate::Server::run) and
 //!   [`shutdown_signal`](crate::shutdown_signal) tell the service manager
 //!   (`NOTIFY_SOCKET`) what the lifecycle does: `READY=1` when Serving, `STOPPING=1` at
@@ -32,8 +34,11 @@
 //!
 //! `docs/deployment.md` has `.socket` and `.service` units that work as written.
 
+mod activated;
 mod activation;
 mod notify;
 
+pub(crate) use activated::leaves_queue_to_next_process;
+pub use activated::Activated;
 pub use activation::{ActivatedListener, ActivatedSockets};
 pub use notify::spawn_notifier;

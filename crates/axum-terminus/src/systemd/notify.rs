@@ -19,7 +19,11 @@ use tokio::task::JoinHandle;
 ///   start until the shutdown is complete.
 ///
 /// [`Server::run`](crate::Server::run) and [`shutdown_signal`](crate::shutdown_signal)
-/// call it: call it yourself only for a server that uses neither.
+/// call it: call it yourself only for a server that uses neither. `Server::run` returns
+/// only once the last message is sent; with `shutdown_signal`, a process that exits as
+/// soon as [`Terminus::outcome`] resolves may leave out the final `STATUS=stopped`
+/// (systemd learns of the exit all the same). The task ends with the shutdown: await
+/// the handle to be sure everything was sent.
 pub fn spawn_notifier(terminus: &Terminus) -> Option<JoinHandle<()>> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled();
