@@ -12,7 +12,7 @@
 //!   it forced.
 //! - Graceful closes send `close_notify`; a renewed certificate is served after SIGHUP.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -484,6 +484,13 @@ async fn handshakes_stalled_at_sigterm_neither_delay_the_exit_nor_make_it_forced
     // Drain delay 0.5 s + idle bound 1 s (+ the sweep's 250 ms): well before the 20 s
     // drain timeout that a stalled handshake counted as busy would run into.
     let exit = Exit::wait(&mut server, signalled, Duration::from_millis(1750) + MARGIN).await;
+    let _ = writeln!(
+        io::stderr(),
+        "tls stalled-handshakes exit={:?} took_ms={} graceful={}",
+        exit.code,
+        exit.took.as_millis(),
+        exit.complete.split_once("graceful=").map_or("", |(_, rest)| rest)
+    );
     assert_eq!(exit.code, Some(0), "graceful: exit status 0\n{}", exit.context());
     assert_eq!(
         field(&exit.complete, "graceful"),
