@@ -4,6 +4,7 @@
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
+pub mod postgres;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
