@@ -11,9 +11,11 @@
 //!
 //! Why sqlx rather than tokio-postgres with deadpool-postgres: `PgPool::close().await`
 //! returns once every connection has been closed with PostgreSQL's `Terminate`
-//! message, which is what a shutdown hook needs to wait on; deadpool's `close()` drops
-//! its connections and returns while their tasks are still closing them. sqlx is also
-//! the pool most axum services already use.
+//! message, which is what a shutdown hook needs to wait on; deadpool's `close()`
+//! returns at once, and deadpool-postgres aborts a connection's task when it drops it,
+//! so the socket closes without `Terminate`. sqlx is also the pool most axum services
+//! already use. sqlx 0.9, not 0.8: 0.8's `close()` can return with a connection still
+//! open (sqlx #3217).
 //!
 //! Settings come from the environment:
 //!
