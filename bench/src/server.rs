@@ -118,7 +118,17 @@ where
 {
     let listener = axum_terminus::bind("127.0.0.1:0", terminus).await?;
     announce(&listener)?;
-    let outcome = axum_terminus::serve(listener, app, terminus).await;
+    // TERMINUS_HEADER_READ_TIMEOUT=0 turns the server's header timeout off, to measure it.
+    let mut server = axum_terminus::Server::new(terminus).from_env()?;
+    if std::env::var_os("BENCH_HYPER_HEADER_TIMEOUT").is_some() {
+        // hyper's own header-read timeout instead: a timer armed for every request head.
+        server = server.header_read_timeout(None);
+        server
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+    }
+    let outcome = server.listener(listener, app).run().await;
     if !outcome.is_graceful() {
         return Err(format!("shutdown was not graceful: {outcome:?}").into());
     }

@@ -26,7 +26,10 @@ use tower::{service_fn, ServiceExt};
 use tower_layer::Layer;
 use tower_terminus::TerminusLayer;
 
-const PROBES: [&str; 3] = ["/livez", "/readyz", "/startupz"];
+/// The same oracle as the property test's: one file, so they cannot drift apart.
+#[path = "../../tests/src/probe_oracle.rs"]
+mod probe_oracle;
+use probe_oracle::is_probe_path;
 
 static INNER_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,7 +46,6 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("a runtime");
-        // Built outside the runtime: no signal handlers in the fuzzer's process.
         let controller = || {
             Terminus::builder()
                 .readiness(Check::new("db", |_| async { Ok(None) }))
@@ -64,21 +66,6 @@ fn world() -> &'static World {
             runtime,
             controllers: [starting, serving, draining],
         }
-    })
-}
-
-fn is_probe_path(path: &str, case_insensitive: bool) -> bool {
-    PROBES.iter().any(|probe| {
-        let Some(head) = path.get(..probe.len()) else {
-            return false;
-        };
-        let same = if case_insensitive {
-            head.eq_ignore_ascii_case(probe)
-        } else {
-            head == *probe
-        };
-        let rest = &path[probe.len()..];
-        same && (rest.is_empty() || rest.strip_prefix('/').is_some_and(|name| !name.is_empty()))
     })
 }
 

@@ -5,6 +5,7 @@ pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
 pub mod postgres;
+pub mod probe_oracle;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -28,6 +29,29 @@ use tokio::task::JoinHandle;
 macro_rules! test_server {
     () => {
         env!("CARGO_BIN_EXE_test-server")
+    };
+}
+
+/// Runs each named `async fn` test on a current-thread runtime and on a multi-threaded
+/// one (two workers): the scheduler is part of the truth, and a race that one hides the
+/// other shows. `on_both_runtimes!(my_test)` makes `my_test::current_thread` and
+/// `my_test::multi_thread`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn current_thread() {
+                    super::$test().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn multi_thread() {
+                    super::$test().await
+                }
+            }
+        )*
     };
 }
 

@@ -8,14 +8,21 @@ use terminus_core::server::ServerExt as _;
 use axum::Router;
 use axum_terminus::{Phase, Terminus, TerminusLayer};
 use http::StatusCode;
-use terminus_tests::{get as http_get, H1};
+use terminus_tests::{get as http_get, on_both_runtimes, H1};
 use tokio::net::TcpListener;
+
+on_both_runtimes!(
+    shutdown_signal_lets_axum_serve_drain_after_the_delay,
+    bind_failure_names_the_address_and_fails_liveness,
+    fatal_error_fails_liveness_and_readiness_without_stopping_when_so_configured,
+    two_servers_in_one_process_do_not_share_state,
+    connect_info_reaches_handlers_only_when_the_server_asks_for_it,
+);
 
 fn app(terminus: &Terminus) -> Router {
     quickstart::router().layer(TerminusLayer::new(terminus))
 }
 
-#[tokio::test]
 async fn shutdown_signal_lets_axum_serve_drain_after_the_delay() {
     let terminus = Terminus::builder()
         .drain_delay(Duration::from_millis(600))
@@ -60,11 +67,14 @@ async fn shutdown_signal_lets_axum_serve_drain_after_the_delay() {
     assert_eq!(terminus.phase(), Phase::Stopped);
 }
 
-#[tokio::test]
 async fn bind_failure_names_the_address_and_fails_liveness() {
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let terminus = Terminus::builder().build().unwrap();
+    // A drain delay, to probe the server while it drains.
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(800))
+        .build()
+        .unwrap();
 
     let error = axum_terminus::bind(address.as_str(), &terminus)
         .await
@@ -75,24 +85,30 @@ async fn bind_failure_names_the_address_and_fails_liveness() {
     assert!(!terminus.is_live());
     assert!(terminus.fatal().is_some_and(|fatal| fatal.contains(&address)));
 
-    // Served on another port, the probes report it: liveness fails, readiness too.
+    // Served on another port, the probes report it while the shutdown the fatal error
+    // started drains: liveness fails, readiness too.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn({
         let terminus = terminus.clone();
         async move { axum_terminus::serve(listener, app(&terminus), &terminus).await }
     });
-    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
-        // The fatal error started the shutdown: the server drains (no delay) and stops.
-        server.await.unwrap()
-    })
-    .await
-    .expect("a fatal error ends the server");
+    assert_eq!(
+        http_get(addr, "/livez").await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        http_get(addr, "/readyz").await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("a fatal error ends the server")
+        .unwrap();
     assert_eq!(outcome.exit_status(), 1);
     assert!(http_get(addr, "/livez").await.is_err(), "listener closed");
 }
 
-#[tokio::test]
 async fn fatal_error_fails_liveness_and_readiness_without_stopping_when_so_configured() {
     let terminus = Terminus::builder().shutdown_on_fatal(false).build().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,7 +139,6 @@ async fn fatal_error_fails_liveness_and_readiness_without_stopping_when_so_confi
     assert_eq!(outcome.exit_status(), 1, "a fatal error is never a clean exit");
 }
 
-#[tokio::test]
 async fn two_servers_in_one_process_do_not_share_state() {
     let first = Terminus::builder().build().unwrap();
     let second = Terminus::builder().build().unwrap();
@@ -158,7 +173,6 @@ async fn two_servers_in_one_process_do_not_share_state() {
         .unwrap();
 }
 
-#[tokio::test]
 async fn connect_info_reaches_handlers_only_when_the_server_asks_for_it() {
     use axum::extract::ConnectInfo;
     use std::net::SocketAddr;

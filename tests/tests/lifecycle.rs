@@ -112,6 +112,12 @@ async fn after_drain_delay_new_connections_are_refused_and_idle_keepalive_closed
         .await
         .expect("Closing begins after the drain delay");
     let closing_seen = Instant::now();
+    // The listener closes right after Closing begins, once the connections the kernel
+    // already accepted are taken in: its own log line says when.
+    server
+        .wait_for_log(&["listener closed"], MARGIN)
+        .await
+        .expect("the listener closes at Closing");
 
     let refused = TcpStream::connect(addr).await;
     assert!(
@@ -304,6 +310,34 @@ async fn malformed_environment_value_fails_startup_naming_the_variable() {
         stderr.contains("TERMINUS_DRAIN_TIMEOUT") && stderr.contains("soon"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn empty_signal_list_fails_startup_naming_the_variable() {
+    // An empty list would leave SIGTERM killing the process with no graceful shutdown.
+    for value in ["", ","] {
+        let mut server = TestServer::spawn(test_server!(), &[("TERMINUS_SIGNALS", value)]);
+        let status = server.wait_exit(Duration::from_secs(10)).await.expect("exits");
+        assert_eq!(status.code(), Some(1), "for `{value}`");
+        let stderr = server.stderr().join("\n");
+        assert!(
+            stderr.contains("TERMINUS_SIGNALS") && stderr.contains("names no signal"),
+            "for `{value}`: {stderr}"
+        );
+        assert!(
+            !server.stdout().iter().any(|line| line.contains("listening")),
+            "nothing was served"
+        );
+    }
+}
+
+#[tokio::test]
+async fn server_setting_in_the_environment_fails_startup_naming_the_variable() {
+    let mut server = TestServer::spawn(test_server!(), &[("TERMINUS_HEADER_READ_TIMEOUT", "soon")]);
+    let status = server.wait_exit(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let stderr = server.stderr().join("\n");
+    assert!(stderr.contains("TERMINUS_HEADER_READ_TIMEOUT"), "{stderr}");
 }
 
 #[tokio::test]

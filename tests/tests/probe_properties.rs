@@ -17,11 +17,10 @@ use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use terminus_core::health::{Check, CheckError};
 use terminus_core::Terminus;
+use terminus_tests::probe_oracle::{is_probe_path, PROBES};
 use tower::{service_fn, ServiceExt};
 use tower_layer::Layer;
 use tower_terminus::TerminusLayer;
-
-const PROBES: [&str; 3] = ["/livez", "/readyz", "/startupz"];
 
 #[derive(Clone, Copy, Debug)]
 enum State {
@@ -39,24 +38,6 @@ struct Input {
     headers: Vec<(String, String)>,
     state: State,
     case_insensitive: bool,
-}
-
-/// The oracle, written from the design (§4) rather than from the code: a probe path is
-/// one of the three probe paths, or one of them followed by `/<check name>` (per-check
-/// paths, on by default), compared exactly or ignoring ASCII case.
-fn is_probe_path(path: &str, case_insensitive: bool) -> bool {
-    PROBES.iter().any(|probe| {
-        let Some(head) = path.get(..probe.len()) else {
-            return false;
-        };
-        let same = if case_insensitive {
-            head.eq_ignore_ascii_case(probe)
-        } else {
-            head == *probe
-        };
-        let rest = &path[probe.len()..];
-        same && (rest.is_empty() || rest.strip_prefix('/').is_some_and(|name| !name.is_empty()))
-    })
 }
 
 fn method() -> impl Strategy<Value = Method> {

@@ -356,6 +356,7 @@ impl Registry {
     ) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.connections).insert(id, connection);
+        crate::metrics::connection_opened();
         Registered {
             registry: Arc::clone(self),
             id,
@@ -442,6 +443,7 @@ impl Registry {
             }
             connection.cut();
         }
+        crate::metrics::connections_cut(cut);
         cut
     }
 }
@@ -456,6 +458,7 @@ pub(crate) struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
+        crate::metrics::connection_closed();
         let mut connections = lock(&self.registry.connections);
         connections.remove(&self.id);
         if connections.is_empty() {

@@ -80,6 +80,10 @@
 //! # Feature flags
 //!
 //! - `ws`: the `ws` module (WebSocket sessions), on axum's `ws` feature.
+//! - `metrics`: the lifecycle's and the server's facts through the `metrics` facade
+//!   (phase, requests in flight, drained and cut, connections open and cut, checks,
+//!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
+//!   building the `Terminus`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -91,6 +95,7 @@ pub mod health;
 mod http_check;
 mod io;
 mod listener;
+mod metrics;
 mod serve;
 mod serve_connection;
 mod shutdown_signal;
@@ -118,9 +123,27 @@ pub use tower_layer::Layer;
 pub use tower_terminus::{ProbeFormat, TerminusBody, TerminusLayer, TerminusLayerBuilder, TerminusService};
 
 /// The README's and the guides' Rust examples, compiled as doc tests against this
-/// crate as a user with only `axum-terminus` would write them.
+/// crate as a user would write them (with the dependencies the README lists). Guides
+/// whose examples need other crates (a database driver, tonic) are compiled by the
+/// example crate that has them.
 #[cfg(doctest)]
 mod guides {
     #[doc = include_str!("../../../README.md")]
     struct Readme;
+    #[doc = include_str!("../README.md")]
+    struct CrateReadme;
+    #[doc = include_str!("../../../docs/lifecycle.md")]
+    struct Lifecycle;
+    #[doc = include_str!("../../../docs/probes.md")]
+    struct Probes;
+    #[doc = include_str!("../../../docs/kubernetes.md")]
+    struct Kubernetes;
+    #[doc = include_str!("../../../docs/long-lived-connections.md")]
+    struct LongLivedConnections;
+    #[doc = include_str!("../../../docs/migrating-from-terminus.md")]
+    struct MigratingFromTerminus;
+    #[doc = include_str!("../../../docs/reliability.md")]
+    struct Reliability;
+    #[doc = include_str!("../../../docs/benchmarks.md")]
+    struct Benchmarks;
 }

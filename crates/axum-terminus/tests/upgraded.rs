@@ -13,6 +13,30 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite;
 
+/// Runs a test on a current-thread runtime and on a multi-threaded one.
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn current_thread() {
+                    super::$test().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn multi_thread() {
+                    super::$test().await
+                }
+            }
+        )*
+    };
+}
+
+on_both_runtimes!(
+    closing_waits_for_an_upgraded_socket_until_its_client_leaves,
+    upgraded_socket_is_cut_at_the_drain_deadline,
+);
+
 async fn echo(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(Ok(message)) = socket.recv().await {
@@ -39,7 +63,6 @@ async fn start(
     (addr, server)
 }
 
-#[tokio::test]
 async fn closing_waits_for_an_upgraded_socket_until_its_client_leaves() {
     let terminus = Terminus::builder()
         .drain_delay(Duration::ZERO)
@@ -66,7 +89,6 @@ async fn closing_waits_for_an_upgraded_socket_until_its_client_leaves() {
     assert!(outcome.durations.closing >= Duration::from_millis(400));
 }
 
-#[tokio::test]
 async fn upgraded_socket_is_cut_at_the_drain_deadline() {
     let terminus = Terminus::builder()
         .drain_delay(Duration::ZERO)

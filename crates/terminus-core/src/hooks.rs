@@ -58,7 +58,7 @@ pub enum HookStage {
 }
 
 impl HookStage {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HookStage::BeforeShutdown => "before_shutdown",
             HookStage::OnSignal => "on_signal",
@@ -119,6 +119,7 @@ impl Hook {
             Err(_elapsed) => HookStatus::TimedOut,
         };
         let elapsed = started.elapsed();
+        crate::metrics::hook_ran(self.stage, &self.name, elapsed, &status);
         let elapsed_ms = elapsed.as_millis() as u64;
         match &status {
             HookStatus::Ok => tracing::info!(

@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Feature flags
+//!
+//! - `metrics`: the lifecycle's facts through the `metrics` facade; see [`metrics`].
+//!
 //! Where to start reading: [`Terminus`] (the handle), [`Builder`] (the settings),
 //! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
@@ -36,6 +40,7 @@ mod builder;
 mod config;
 pub mod health;
 mod hooks;
+pub mod metrics;
 mod outcome;
 mod phase;
 mod requests;
@@ -65,3 +70,8 @@ pub use tokio_util::sync::CancellationToken;
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The crate's README, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct Readme;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -144,6 +144,7 @@ impl PhaseCell {
             since_start_ms = self.created.elapsed().as_millis() as u64,
             "phase changed"
         );
+        crate::metrics::phase_changed(previous, next, Duration::from_millis(in_previous_ms));
         self.changes.send_replace(next);
         if next.is_shutting_down() {
             self.draining.cancel();

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio_util::task::task_tracker::{TaskTrackerToken, TaskTrackerWaitFuture};
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::{self, RequestMetrics};
+
 /// What the cut report says about one request.
 ///
 /// Implemented by whoever tracks requests: `axum-terminus` names the peer, the
@@ -40,10 +42,12 @@ pub(crate) struct Requests {
     cutting: AtomicBool,
     /// A server tracks requests at its connections; layers must not count them again.
     tracked_by_server: AtomicBool,
+    metrics: RequestMetrics,
 }
 
 impl Requests {
     pub(crate) fn track<D: DescribeRequest>(self: &Arc<Self>, request: D) -> RequestGuard<D> {
+        self.metrics.started();
         RequestGuard {
             requests: Arc::clone(self),
             _token: self.tracker.token(),
@@ -112,15 +116,18 @@ impl<D: DescribeRequest> RequestGuard<D> {
 impl<D: DescribeRequest> Drop for RequestGuard<D> {
     fn drop(&mut self) {
         let requests = &self.requests;
+        requests.metrics.ended();
         // One atomic load while serving: the tracker closes when the shutdown begins.
         if !requests.tracker.is_closed() {
             return;
         }
         if requests.cutting.load(Ordering::SeqCst) {
             requests.cut.fetch_add(1, Ordering::SeqCst);
+            metrics::request_cut();
             self.request.report_cut();
         } else {
             requests.drained.fetch_add(1, Ordering::SeqCst);
+            metrics::request_drained();
         }
     }
 }

@@ -191,6 +191,7 @@ impl<'a, D: Drain> Shutdown<'a, D> {
         // then finish on another worker before being counted.
         let requests = inner.requests.start_cutting();
         self.tasks_cut = inner.tasks.abort_all();
+        crate::metrics::tasks_cut(self.tasks_cut);
         self.connections_cut = self.drain.force_close();
         let anything_cut = requests > 0 || self.tasks_cut > 0 || self.connections_cut > 0;
         if anything_cut {

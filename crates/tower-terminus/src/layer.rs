@@ -25,16 +25,18 @@ pub const DEFAULT_STARTUP_PATH: &str = "/startupz";
 pub const HEALTHZ_PATH: &str = "/healthz";
 
 /// Applies [`TerminusService`] to a service: probes answered before the inner service
-/// runs, in-flight requests counted until their body ends, `Connection: close` on
-/// HTTP/1.x responses while draining.
+/// runs, requests counted in flight until their body ends (unless the server counts
+/// them itself), `Connection: close` on HTTP/1.x responses while draining.
+///
+/// Put it outermost in a `ServiceBuilder` stack (first `.layer(..)`), or around the
+/// whole router: probes then skip tracing, compression, CORS and timeouts.
 ///
 /// ```
-/// use terminus_core::Terminus;
-/// use tower_terminus::{ProbeFormat, TerminusLayer};
+/// use tower_terminus::{Check, ProbeFormat, Terminus, TerminusLayer};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder()
-///     .check(terminus_core::Check::new("db", |_| async { Ok(None) }))
+///     .check(Check::new("db", |_| async { Ok(None) }))
 ///     .build()?;
 /// let layer = TerminusLayer::new(&terminus);
 /// let custom = TerminusLayer::builder(&terminus)

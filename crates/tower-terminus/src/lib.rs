@@ -70,3 +70,8 @@ pub use terminus_core::{
 
 #[cfg(test)]
 mod tests;
+
+/// The crate's README, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct Readme;

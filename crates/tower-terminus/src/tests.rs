@@ -8,7 +8,7 @@ use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Empty, Full};
 use terminus_core::server::ServerExt;
 use terminus_core::Terminus;
-use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::TerminusLayer;
 
@@ -276,4 +276,73 @@ async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_err
         StatusCode::SERVICE_UNAVAILABLE,
         "never a redirect"
     );
+}
+
+#[tokio::test]
+async fn under_a_server_that_tracks_requests_the_layer_counts_nothing() {
+    let terminus = serving();
+    terminus.track_requests_at_connections();
+    let (_tx, rx) = Channel::<Bytes>::new(1);
+    let mut rx = Some(rx);
+    let service = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&terminus))
+        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
+            let rx = rx.take().expect("called once");
+            async move { Ok::<_, Infallible>(Response::new(rx)) }
+        }));
+    let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(terminus.in_flight(), 0, "the server counts it, not the layer");
+    drop(response);
+}
+
+#[tokio::test]
+async fn the_layer_registers_its_probe_paths_for_servers_that_track_requests() {
+    let terminus = serving();
+    let _layer = TerminusLayer::builder(&terminus)
+        .readiness_path("/ready")
+        .build()
+        .unwrap();
+    let matchers = terminus.probe_matchers();
+    assert_eq!(matchers.len(), 1);
+    assert!(matchers[0].is_probe("/ready"));
+    assert!(matchers[0].is_probe("/livez"));
+    assert!(!matchers[0].is_probe("/readyz"), "moved to /ready");
+    assert!(!matchers[0].is_probe("/"));
+}
+
+#[tokio::test]
+async fn composes_under_tower_http_timeout_which_needs_a_default_body() {
+    use std::time::Duration;
+    use tower_http::timeout::TimeoutLayer;
+    let terminus = serving();
+    // TimeoutLayer outside: it makes up a 408 with `TerminusBody::default()`.
+    let app = ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(50),
+        ))
+        .layer(TerminusLayer::new(&terminus))
+        .service(service_fn(|_req: Request<Empty<Bytes>>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("late"))))
+        }));
+    let response = app.oneshot(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .is_empty());
+    assert_eq!(terminus.in_flight(), 0, "the timed-out request is over");
+}
+
+#[test]
+fn terminus_service_gives_its_inner_service_back() {
+    let terminus = serving();
+    let mut service = TerminusLayer::new(&terminus).layer(7_u32);
+    *service.get_mut() += 1;
+    assert_eq!(*service.get_ref(), 8);
+    assert_eq!(service.into_inner(), 8);
 }

@@ -489,6 +489,7 @@ impl Entry {
             }
         };
         let duration = started.elapsed();
+        crate::metrics::check_ran(&self.check.name, duration, result.as_ref().err());
         let finished = Instant::now();
         let tolerated = {
             let mut slot = lock(&self.slot);

@@ -122,7 +122,7 @@ impl CheckReport {
 /// The result of one probe: overall status, the lifecycle gate, and each check.
 ///
 /// Produced by [`Terminus::report`](crate::Terminus::report) (or
-/// [`probe`](crate::Terminus::probe)) for any transport, and rendered by
+/// [`ServerExt::probe`](crate::server::ServerExt::probe)) for any transport, and rendered by
 /// `tower-terminus` for HTTP.
 ///
 /// ```
