@@ -6,6 +6,7 @@ pub mod grpc_load;
 pub mod haproxy;
 pub mod loadgen;
 pub mod logs;
+pub mod postgres;
 pub mod probe_oracle;
 pub mod raw;
 
