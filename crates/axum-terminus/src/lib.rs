@@ -105,7 +105,7 @@ mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use admin::{admin_layer, admin_router};
+pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
 pub use listener::{bind, BindError};
 pub use serve::{
     serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,
