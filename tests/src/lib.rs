@@ -2,6 +2,7 @@
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
 pub mod haproxy;
+pub mod kubelet;
 pub mod loadgen;
 pub mod logs;
 pub mod probe_oracle;
