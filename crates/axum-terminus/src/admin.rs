@@ -7,29 +7,8 @@
 //! the whole process: it fails readiness while any shutdown phase runs, and it closes
 //! with the other listeners at Closing.
 //!
-//! # `GET /prestop`: a preStop hook for images without `sleep`
-//!
-//! The admin router also answers `GET /prestop` (only `GET`: it is what an `httpGet`
-//! lifecycle hook sends; any other method gets `405`). The request starts the shutdown
-//! (Draining: readiness fails, traffic is still served) and is answered `200` only when
-//! Closing begins, after the drain delay. Kubernetes runs a container's preStop hook
-//! before it sends SIGTERM, so
-//!
-//! ```yaml
-//! lifecycle:
-//!   preStop:
-//!     httpGet: { path: /prestop, port: admin }
-//! ```
-//!
-//! holds the kubelet's SIGTERM until the drain delay is over. The SIGTERM then arrives
-//! during Closing and the shutdown goes on as usual (the first signal after a shutdown
-//! that started without one never forces it), so the process exits 0. The path names
-//! the caller and the contract, a preStop hook that returns when the pod may stop
-//! taking traffic, rather than a general "shutdown" button; it is never a probe path.
-//! Anyone who can reach the admin port can stop the process this way, as anyone who
-//! can reach it could already read the failure reasons: keep the port inside the pod's
-//! network policy. See `docs/kubernetes.md` for when to prefer it to a `sleep` preStop
-//! hook or none at all.
+//! It also answers `GET /prestop`, a preStop hook for images without `sleep`: see
+//! [`PRESTOP_PATH`].
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -52,7 +31,30 @@ use axum::Router;
 use terminus_core::{Phase, Terminus};
 use tower_terminus::TerminusLayer;
 
-/// The admin router's preStop endpoint (see the [module documentation](self)).
+/// The admin router's preStop endpoint: `GET /prestop` starts the shutdown and is
+/// answered when Closing begins.
+///
+/// Only `GET` (what an `httpGet` lifecycle hook sends); any other method gets `405`.
+/// The request starts Draining (readiness fails, traffic is still served) and is
+/// answered `200` once the drain delay is over. Kubernetes runs a container's preStop
+/// hook before it sends SIGTERM, so
+///
+/// ```yaml
+/// lifecycle:
+///   preStop:
+///     httpGet: { path: /prestop, port: admin }
+/// ```
+///
+/// holds the kubelet's SIGTERM until the drain delay is over, with no `sleep` binary in
+/// the image (distroless images have none). The SIGTERM then arrives during Closing and
+/// the shutdown goes on as usual (the first signal after a shutdown that started without
+/// one never forces it), so the process exits 0. The path names the caller and the
+/// contract, a preStop hook that returns when the pod may stop taking traffic, rather
+/// than a general "shutdown" button; it is never a probe path. Anyone who can reach the
+/// admin port can stop the process this way, as anyone who can reach it can already read
+/// the failure reasons: keep the port out of every Service and inside the pod's network
+/// policy. See `docs/kubernetes.md` for when to prefer it to a `sleep` preStop hook or
+/// none at all.
 pub const PRESTOP_PATH: &str = "/prestop";
 
 /// The reason the shutdown reports when `GET /prestop` started it.
@@ -70,8 +72,8 @@ pub fn admin_layer(terminus: &Terminus) -> TerminusLayer {
         .unwrap_or_else(|_| TerminusLayer::new(terminus))
 }
 
-/// A router that answers the probes of `layer`, `GET /prestop` (see the
-/// [module documentation](self)), and `404 Not Found` to everything else: what
+/// A router that answers the probes of `layer`, `GET /prestop` (see
+/// [`PRESTOP_PATH`]), and `404 Not Found` to everything else: what
 /// [`Server::admin_listener`](crate::Server::admin_listener) serves. Add routes to it
 /// (a `/metrics` endpoint, say) and serve it with [`Server::listener`](crate::Server::listener).
 ///
