@@ -4,6 +4,7 @@
 pub mod grpc;
 pub mod grpc_load;
 pub mod haproxy;
+pub mod kubelet;
 pub mod loadgen;
 pub mod logs;
 pub mod postgres;

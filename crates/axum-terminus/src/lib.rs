@@ -46,7 +46,8 @@
 //!   [`Builder::on_shutdown`], and [`with_state`] to give them state.
 //! - **Probes**: [`TerminusLayer`] and its builder (paths, formats, headers).
 //! - **Serving**: [`serve`], and [`Server`] for several listeners, an admin listener,
-//!   timeouts, a connection cap, HTTP versions.
+//!   timeouts, a connection cap, HTTP versions; the admin listener also answers the
+//!   preStop hook [`PRESTOP_PATH`].
 //! - **Long-lived work**: [`stream::until_draining`], [`sse`], and `ws` (feature `ws`)
 //!   end streams and WebSocket sessions cleanly at Draining; [`Terminus::spawn_tracked`]
 //!   and [`Terminus::token`] for background work.
@@ -105,7 +106,7 @@ mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use admin::{admin_layer, admin_router};
+pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
 pub use listener::{bind, BindError};
 pub use serve::{
     serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,
