@@ -1,4 +1,4 @@
-//! The servers under test: one app, served four ways.
+//! The servers under test: one app, served several ways.
 //!
 //! Every mode serves [`quickstart::router`] (`GET /`, `GET /slow?ms=N`, `GET /stream`)
 //! on the same runtime with the same number of worker threads, with `TCP_NODELAY` set
@@ -39,16 +39,21 @@ pub enum Mode {
     Serve,
     /// `Bare` plus a plain `/readyz` route that returns [`READY_BODY`] with the probe's headers.
     PlainProbe,
+    /// `Terminus` with the lifecycle metrics (feature `metrics` of this crate) recorded by
+    /// a Prometheus recorder installed before the `Terminus` is built: what the metrics
+    /// cost per request.
+    TerminusMetrics,
 }
 
 impl Mode {
     /// Every mode, in the order the usage text lists them.
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Bare,
         Mode::Terminus,
         Mode::Layer,
         Mode::Serve,
         Mode::PlainProbe,
+        Mode::TerminusMetrics,
     ];
 
     /// The name on the command line.
@@ -59,6 +64,7 @@ impl Mode {
             Mode::Serve => "serve",
             Mode::Layer => "layer",
             Mode::PlainProbe => "plain-probe",
+            Mode::TerminusMetrics => "terminus-metrics",
         }
     }
 }
@@ -102,7 +108,28 @@ pub async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
             let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
             serve_terminus(app, &terminus).await
         }
+        Mode::TerminusMetrics => serve_terminus_with_metrics().await,
     }
+}
+
+/// The `terminus` mode with a Prometheus recorder installed first, as an application
+/// that serves `/metrics` does (the `admin-port` example).
+#[cfg(feature = "metrics")]
+async fn serve_terminus_with_metrics() -> Result<(), Box<dyn std::error::Error>> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let terminus = terminus_controller()?;
+    let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
+    let served = serve_terminus(app, &terminus).await;
+    // Rendered once, so the recorder is not optimised away as unused.
+    drop(prometheus.render());
+    served
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve_terminus_with_metrics() -> Result<(), Box<dyn std::error::Error>> {
+    Err("terminus-metrics needs the `metrics` feature: \
+         cargo build --release -p terminus-bench --features metrics --bin bench-server"
+        .into())
 }
 
 /// [`axum_terminus::serve`] on `127.0.0.1:0`, until SIGTERM has been handled.

@@ -1,6 +1,7 @@
 //! `bench-server MODE [WORKERS]`: one of the servers under test (see `terminus_bench::server`).
 //!
-//! MODE is `bare`, `terminus`, `layer` or `plain-probe`; WORKERS is the number of Tokio
+//! MODE is `bare`, `terminus`, `layer`, `serve`, `plain-probe` or `terminus-metrics` (built
+//! with `--features metrics`); WORKERS is the number of Tokio
 //! worker threads (default 1). The server listens on a free port of 127.0.0.1, prints
 //! `listening on http://ADDR`, and exits after SIGTERM once its shutdown is complete.
 
@@ -10,7 +11,7 @@ use terminus_bench::server::{self, Mode};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench-server bare|terminus|layer|plain-probe [WORKERS]";
+    let usage = "usage: bench-server bare|terminus|layer|serve|plain-probe|terminus-metrics [WORKERS]";
     let Some(mode) = args.next().and_then(|name| name.parse::<Mode>().ok()) else {
         eprintln!("{usage}");
         return ExitCode::from(2);

@@ -52,6 +52,14 @@ impl Clock {
         Duration::from_millis(self.now().0.saturating_sub(then.0))
     }
 
+    /// How long since `then`, reading the system clock: for reports, which are rare. A
+    /// tick is never later than the moment it stands for, so this never makes an age
+    /// shorter than it was.
+    pub(crate) fn age(&self, then: Tick) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(then.0))
+    }
+
     fn advance(&self) -> Tick {
         let now = self.started.elapsed().as_millis() as u64;
         self.now.store(now, Ordering::Relaxed);

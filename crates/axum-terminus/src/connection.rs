@@ -431,7 +431,7 @@ impl Registry {
         let now = self.snapshot();
         let mut cut = 0;
         for connection in &now {
-            let age_ms = connection.clock.since(connection.accepted).as_millis() as u64;
+            let age_ms = connection.clock.age(connection.accepted).as_millis() as u64;
             if !connection.is_busy() {
                 // Nothing in flight (at most half a request head): not a cut.
                 tracing::info!(

@@ -91,8 +91,16 @@ fn read_now<I: Any>(io: &I, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> 
         #[cfg(not(unix))]
         return None;
     };
-    // The socket is non-blocking (tokio set it so): an empty one says WouldBlock.
-    Some((&*socket).read(buf.initialize_unfilled()))
+    // The socket is non-blocking (tokio set it so): an empty one says WouldBlock. Into a
+    // small buffer on the stack, not hyper's: initialising hyper's whole read buffer
+    // would touch every idle connection's buffer pages at Closing, thousands at once.
+    // What does not fit is read by the next call, the usual way.
+    let mut chunk = [0u8; 2048];
+    let wanted = buf.remaining().min(chunk.len());
+    Some((&*socket).read(&mut chunk[..wanted]).map(|n| {
+        buf.put_slice(&chunk[..n]);
+        n
+    }))
 }
 
 impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
@@ -119,7 +127,6 @@ impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
             {
                 return match read_now(&*this.io, buf) {
                     Some(Ok(n)) => {
-                        buf.advance(n);
                         if n > 0 {
                             *this.read_any = true;
                             connection.bytes_arrived();

@@ -46,7 +46,8 @@
 //!   [`Builder::on_shutdown`], and [`with_state`] to give them state.
 //! - **Probes**: [`TerminusLayer`] and its builder (paths, formats, headers).
 //! - **Serving**: [`serve`], and [`Server`] for several listeners, an admin listener,
-//!   timeouts, a connection cap, HTTP versions. Listeners are anything axum serves: TCP
+//!   timeouts, a connection cap, HTTP versions; the admin listener also answers the
+//!   preStop hook [`PRESTOP_PATH`]. Listeners are anything axum serves: TCP
 //!   ([`bind`]), Unix domain sockets ([`bind_unix`]), your own
 //!   [`axum::serve::Listener`]; TLS with `tls` (feature `tls-rustls`); sockets passed
 //!   by systemd with `systemd` (feature `systemd`).
@@ -116,7 +117,7 @@ mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use admin::{admin_layer, admin_router};
+pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
 #[cfg(unix)]
 pub use listener::bind_unix;
 pub use listener::{bind, BindError};

@@ -141,7 +141,7 @@ impl DescribeRequest for ServedRequest {
             protocol = %connection.protocol().as_str(),
             method = %self.method,
             path = %self.path.as_ref().map_or("/", PathAndQuery::path),
-            age_ms = connection.clock.since(self.started).as_millis() as u64,
+            age_ms = connection.clock.age(self.started).as_millis() as u64,
             "request cut at the drain deadline"
         );
     }

@@ -184,13 +184,15 @@ impl Config {
                 return Err(ConfigError::new(
                     "grace_period",
                     format!(
-                        "draining {} + drain_timeout {} + {} cleanup hook(s) x cleanup_timeout {} = {} \
-                         does not fit the grace period of {}: the kubelet would SIGKILL the process first",
+                        "draining {} + drain_timeout {} + {} cleanup hook(s) x cleanup_timeout {} = {}, \
+                         {} more than the grace period of {}: the kubelet would SIGKILL the process \
+                         before its shutdown is done",
                         fmt_duration(self.draining_worst_case(before_hooks)),
                         fmt_duration(self.drain_timeout),
                         cleanup_hooks,
                         fmt_duration(self.cleanup_timeout),
                         fmt_duration(budget),
+                        fmt_duration(budget - grace),
                         fmt_duration(grace),
                     ),
                 ));
@@ -361,6 +363,12 @@ mod tests {
         assert!(config.validate(1, 1).is_ok());
         let error = config.validate(0, 2).unwrap_err();
         assert_eq!(error.field(), "grace_period");
-        assert!(error.message().contains("31s"), "{}", error.message());
+        assert!(
+            error
+                .message()
+                .contains("= 31s, 1s more than the grace period of 30s"),
+            "{}",
+            error.message()
+        );
     }
 }

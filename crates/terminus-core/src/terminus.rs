@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     fatal: OnceLock<String>,
     startup: Startup,
     signals_installed: AtomicBool,
+    /// A signal was received: the next one is a second signal.
+    signaled: AtomicBool,
     pub(crate) requests: Arc<Requests>,
     pub(crate) tasks: Arc<TrackedTasks>,
     /// `run` was called: later calls wait for the outcome of the first.
@@ -123,6 +125,7 @@ impl Terminus {
                 fatal: OnceLock::new(),
                 startup,
                 signals_installed: AtomicBool::new(false),
+                signaled: AtomicBool::new(false),
                 requests: Arc::default(),
                 tasks: Arc::default(),
                 running: AtomicBool::new(false),
@@ -397,9 +400,21 @@ impl Inner {
         }
     }
 
+    /// A second *signal* forces; the first signal never does, even when a shutdown
+    /// started without one. Kubernetes sends SIGTERM after an `httpGet` preStop hook
+    /// (which may have started the shutdown through the admin listener), and after a
+    /// process that shut itself down fails its probes: that SIGTERM asks for what is
+    /// already under way, not for haste.
     fn on_signal(&self, signal: Signal) {
-        if !self.phase.get().is_shutting_down() {
-            self.request_shutdown(ShutdownReason::Signal(signal));
+        if !self.signaled.swap(true, Ordering::AcqRel) {
+            if self.phase.get().is_shutting_down() {
+                tracing::info!(
+                    target: "terminus", signal = signal.name(),
+                    "signal received: the shutdown already under way goes on"
+                );
+            } else {
+                self.request_shutdown(ShutdownReason::Signal(signal));
+            }
         } else if self.config.force_on_second_signal {
             tracing::warn!(
                 target: "terminus", signal = signal.name(),
@@ -425,5 +440,43 @@ impl Inner {
         // From here on, every request that ends counts as drained.
         self.requests.start_draining();
         self.phase.enter(Phase::Draining, &reason.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_signal_after_a_requested_shutdown_does_not_force_it() {
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.shutdown("preStop hook");
+        terminus.inner.on_signal(Signal::Term);
+        assert!(
+            !terminus.inner.force.is_cancelled(),
+            "the kubelet's SIGTERM after preStop"
+        );
+        assert_eq!(
+            terminus.shutdown_reason(),
+            Some(ShutdownReason::from("preStop hook")),
+            "the first reason is kept"
+        );
+        terminus.inner.on_signal(Signal::Int);
+        assert!(terminus.inner.force.is_cancelled(), "a second signal forces");
+    }
+
+    #[tokio::test]
+    async fn a_second_signal_forces_unless_configured_not_to() {
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.inner.on_signal(Signal::Term);
+        assert_eq!(terminus.phase(), Phase::Draining);
+        assert!(!terminus.inner.force.is_cancelled());
+        terminus.inner.on_signal(Signal::Term);
+        assert!(terminus.inner.force.is_cancelled());
+
+        let patient = Terminus::builder().force_on_second_signal(false).build().unwrap();
+        patient.inner.on_signal(Signal::Term);
+        patient.inner.on_signal(Signal::Term);
+        assert!(!patient.inner.force.is_cancelled());
     }
 }

@@ -4,6 +4,11 @@
 //! Failure reasons (check messages, causes, the lifecycle's reason) appear only when
 //! [`RenderSettings::expose_reasons`] is set; stack-like details only with
 //! [`RenderSettings::unsafe_stacks`]. Everything else is the same for every caller.
+//!
+//! The kubelet reads at most [`MAX_BODY`] (10 KiB) of a probe's body and drops the
+//! rest. A terminus JSON or Kubernetes text body that would be longer (many checks,
+//! long reasons) lists fewer checks, failing ones first, and says how many it left
+//! out, so that what the kubelet reads is whole and ends with the verdict.
 
 use std::fmt::Write as _;
 
@@ -72,6 +77,12 @@ fn status_object(status: &str) -> Map<String, Value> {
     map
 }
 
+/// The most of a probe's body the kubelet reads (Kubernetes' `maxRespBodyLength`).
+pub(crate) const MAX_BODY: usize = 10 * 1024;
+
+/// Why a body lists fewer checks than the report has.
+const LEFT_OUT: &str = "not listed: a probe body stays within the 10 KiB the kubelet reads";
+
 /// How one probe request wants its report.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RenderRequest<'a> {
@@ -97,23 +108,62 @@ pub(crate) struct Rendered {
 
 pub(crate) fn render(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Rendered {
     let status = status_code(report, settings);
+    let checks = report.checks.len();
     match request.format {
         ProbeFormat::Terminus => Rendered {
             status,
             content_type: CONTENT_TYPE_JSON,
-            body: terminus_json(report, request, settings),
+            body: within_limit(checks, |listed| terminus_json(report, request, settings, listed)),
         },
         ProbeFormat::Kubernetes => Rendered {
             status,
             content_type: CONTENT_TYPE_TEXT,
-            body: Bytes::from(kubernetes_text(report, request, settings)),
+            body: within_limit(checks, |listed| {
+                Bytes::from(kubernetes_text(report, request, settings, listed))
+            }),
         },
+        // Sent only to clients that ask for it (the kubelet asks for `*/*`), in full.
         ProbeFormat::HealthJson => Rendered {
             status,
             content_type: CONTENT_TYPE_HEALTH_JSON,
             body: json_bytes(&health_json(report, request, settings)),
         },
     }
+}
+
+/// The body `render` gives with every check listed (`None`) if it fits in
+/// [`MAX_BODY`]; otherwise the one listing the most checks that fits (`Some(n)`: at most
+/// `n` per-check entries, failing ones first, and a note of what was left out). A body
+/// only grows with `n`, so bisection finds it in a few renders; this happens only for
+/// bodies that would be too long, never on the cached paths.
+fn within_limit(checks: usize, render: impl Fn(Option<usize>) -> Bytes) -> Bytes {
+    let full = render(None);
+    if full.len() <= MAX_BODY {
+        return full;
+    }
+    let most = render(Some(checks));
+    if most.len() <= MAX_BODY {
+        return most;
+    }
+    // `fits` fits (or is 0, the least there is); `over` does not.
+    let (mut fits, mut over) = (0, checks);
+    while over - fits > 1 {
+        let middle = fits + (over - fits) / 2;
+        if render(Some(middle)).len() <= MAX_BODY {
+            fits = middle;
+        } else {
+            over = middle;
+        }
+    }
+    render(Some(fits))
+}
+
+/// The first `listed` of `entries` (all when `None`), and how many were left out.
+fn take_listed<T>(entries: Vec<T>, listed: Option<usize>) -> (Vec<T>, usize) {
+    let mut entries = entries;
+    let left_out = listed.map_or(0, |listed| entries.len().saturating_sub(listed));
+    entries.truncate(entries.len() - left_out);
+    (entries, left_out)
 }
 
 /// Whether `report`'s terminus JSON body is one of the two that depend on the settings
@@ -194,16 +244,28 @@ fn ran(report: &Report) -> impl Iterator<Item = &CheckReport> {
 
 /// terminus's body. Keys keep terminus's order (`status` first, then `info`/`details` or
 /// `error`/`details`), which a `serde_json::Map` would sort.
-fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> Bytes {
+fn terminus_json(
+    report: &Report,
+    request: &RenderRequest<'_>,
+    settings: &RenderSettings,
+    listed: Option<usize>,
+) -> Bytes {
     if report.passed() {
         let mut body = Ordered::from(&settings.ok_body);
-        let info = if request.single {
-            ran(report).find_map(|check| check.info.clone())
+        let (info, left_out) = if request.single {
+            let info: Vec<Value> = ran(report)
+                .find_map(|check| check.info.clone())
+                .into_iter()
+                .collect();
+            let (mut info, left_out) = take_listed(info, listed);
+            (info.pop(), left_out)
         } else {
-            let infos: Map<String, Value> = ran(report)
+            let infos: Vec<(String, Value)> = ran(report)
                 .filter_map(|check| Some((check.name.to_string(), check.info.clone()?)))
                 .collect();
-            (!infos.is_empty()).then_some(Value::Object(infos))
+            let (infos, left_out) = take_listed(infos, listed);
+            let infos: Map<String, Value> = infos.into_iter().collect();
+            ((!infos.is_empty()).then_some(Value::Object(infos)), left_out)
         };
         match info {
             Some(Value::Object(fields)) if settings.verbatim => {
@@ -217,6 +279,7 @@ fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &Render
             }
             None => {}
         }
+        note_left_out(&mut body, left_out, "info");
         return body.to_bytes();
     }
 
@@ -234,20 +297,35 @@ fn terminus_json(report: &Report, request: &RenderRequest<'_>, settings: &Render
                     .unwrap_or_else(|| json!({ "message": error.message() }))
             })
         };
-        let error = if request.single {
-            ran(report).find_map(reason)
+        let (error, left_out) = if request.single {
+            let error: Vec<Value> = ran(report).find_map(reason).into_iter().collect();
+            let (mut error, left_out) = take_listed(error, listed);
+            (error.pop(), left_out)
         } else {
-            let reasons: Map<String, Value> = ran(report)
+            let reasons: Vec<(String, Value)> = ran(report)
                 .filter_map(|check| Some((check.name.to_string(), reason(check)?)))
                 .collect();
-            (!reasons.is_empty()).then_some(Value::Object(reasons))
+            let (reasons, left_out) = take_listed(reasons, listed);
+            let reasons: Map<String, Value> = reasons.into_iter().collect();
+            ((!reasons.is_empty()).then_some(Value::Object(reasons)), left_out)
         };
         if let Some(error) = error {
             body.insert("error".to_owned(), error.clone());
             body.insert("details".to_owned(), error);
         }
+        note_left_out(&mut body, left_out, "failure reason");
     }
     body.to_bytes()
+}
+
+/// `"truncated": "3 checks' failure reasons not listed: ..."` when some were left out.
+fn note_left_out(body: &mut Ordered, left_out: usize, what: &str) {
+    if left_out > 0 {
+        body.insert(
+            "truncated".to_owned(),
+            Value::String(format!("{left_out} checks' {what} {LEFT_OUT}")),
+        );
+    }
 }
 
 /// A JSON object that keeps its keys in insertion order.
@@ -286,7 +364,12 @@ impl Ordered {
     }
 }
 
-fn kubernetes_text(report: &Report, request: &RenderRequest<'_>, settings: &RenderSettings) -> String {
+fn kubernetes_text(
+    report: &Report,
+    request: &RenderRequest<'_>,
+    settings: &RenderSettings,
+    listed: Option<usize>,
+) -> String {
     let passed = report.passed();
     if passed && !request.verbose {
         return "ok".to_owned();
@@ -305,23 +388,49 @@ fn kubernetes_text(report: &Report, request: &RenderRequest<'_>, settings: &Rend
             let _ = writeln!(out, "[-]{LIFECYCLE_CHECK} failed: {reason}");
         }
     }
-    for check in &report.checks {
-        if check.excluded {
-            let _ = writeln!(out, "[+]{} excluded: ok", check.name);
-            continue;
-        }
-        match &check.error {
-            None => {
-                let _ = writeln!(out, "[+]{} ok", check.name);
+    let failed_line = |check: &CheckReport, error: &CheckError| {
+        let reason = if settings.expose_reasons {
+            error.message()
+        } else {
+            "reason withheld"
+        };
+        let non_critical = if check.critical { "" } else { " (non-critical)" };
+        format!("[-]{} failed{non_critical}: {reason}\n", check.name)
+    };
+    match listed {
+        None => {
+            for check in &report.checks {
+                match (&check.error, check.excluded) {
+                    (_, true) => {
+                        let _ = writeln!(out, "[+]{} excluded: ok", check.name);
+                    }
+                    (None, false) => {
+                        let _ = writeln!(out, "[+]{} ok", check.name);
+                    }
+                    (Some(error), false) => out.push_str(&failed_line(check, error)),
+                }
             }
-            Some(error) => {
-                let reason = if settings.expose_reasons {
-                    error.message()
-                } else {
-                    "reason withheld"
-                };
-                let non_critical = if check.critical { "" } else { " (non-critical)" };
-                let _ = writeln!(out, "[-]{} failed{non_critical}: {reason}", check.name);
+        }
+        // Too long to list everything: the failures first, as many as `listed`, and a
+        // count of the rest.
+        Some(listed) => {
+            let failed: Vec<_> = ran(report)
+                .filter_map(|check| Some((check, check.error.as_ref()?)))
+                .collect();
+            let (failed, failed_left_out) = take_listed(failed, Some(listed));
+            for (check, error) in failed {
+                out.push_str(&failed_line(check, error));
+            }
+            let others = report
+                .checks
+                .iter()
+                .filter(|check| check.excluded || check.error.is_none());
+            let others = others.count();
+            if others > 0 {
+                let _ = writeln!(out, "[+]{others} more checks ok or excluded: {LEFT_OUT}");
+            }
+            if failed_left_out > 0 {
+                let _ = writeln!(out, "[-]{failed_left_out} more checks failed: {LEFT_OUT}");
             }
         }
     }
@@ -405,5 +514,129 @@ fn output<'a>(reason: &'a str, settings: &RenderSettings) -> &'a str {
         reason
     } else {
         "reason withheld"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use terminus_core::health::{Check, CheckError, HealthRegistry, LifecycleState, ProbeRequest};
+
+    use super::*;
+
+    /// A readiness report of `checks` checks, the first `failing` of them failing with a
+    /// connection error's message, the others passing with a little info.
+    async fn report(checks: usize, failing: usize) -> Report {
+        let registry = HealthRegistry::new((0..checks).map(|index| {
+            Check::new(format!("postgres-replica-{index:04}"), move |_| async move {
+                if index < failing {
+                    return Err(CheckError::new(format!(
+                        "error connecting to 10.12.0.{index}:5432: connection refused (os error 111)"
+                    )));
+                }
+                Ok(Some(json!({ "latency_ms": index % 17 })))
+            })
+            .readiness()
+        }))
+        .unwrap();
+        registry
+            .run(
+                &ProbeRequest::kind(terminus_core::CheckKind::Readiness),
+                LifecycleState::serving(),
+            )
+            .await
+    }
+
+    fn request(format: ProbeFormat) -> RenderRequest<'static> {
+        RenderRequest {
+            format,
+            name: "readyz",
+            verbose: true,
+            single: false,
+            show_gate: true,
+        }
+    }
+
+    fn exposed() -> RenderSettings {
+        RenderSettings {
+            expose_reasons: true,
+            ..RenderSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_report_too_long_for_the_kubelet_lists_its_failures_first_and_counts_the_rest() {
+        let report = report(300, 250).await;
+        let text = render(&report, &request(ProbeFormat::Kubernetes), &exposed()).body;
+        let text = std::str::from_utf8(&text).unwrap();
+        assert!(text.len() <= MAX_BODY, "{} bytes", text.len());
+        assert!(
+            text.starts_with("[+]lifecycle ok\n[-]postgres-replica-0000 failed: error connecting"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[+]50 more checks ok or excluded: not listed"),
+            "{text}"
+        );
+        assert!(text.contains("more checks failed: not listed"), "{text}");
+        assert!(text.ends_with("readyz check failed\n"), "{text}");
+        // As many failures as fit: one more line (about 95 bytes) would not have.
+        assert!(text.len() > MAX_BODY - 150, "only {} bytes", text.len());
+
+        let json = render(&report, &request(ProbeFormat::Terminus), &exposed()).body;
+        assert!(json.len() <= MAX_BODY, "{} bytes", json.len());
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["status"], "error");
+        assert_eq!(json["error"], json["details"]);
+        let listed = json["error"].as_object().unwrap().len();
+        assert!(listed > 10 && listed < 250, "{listed}");
+        assert_eq!(
+            json["truncated"],
+            format!("{} checks' failure reason {LEFT_OUT}", 250 - listed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_passing_report_too_long_for_the_kubelet_lists_fewer_infos() {
+        let report = report(600, 0).await;
+        let json = render(
+            &report,
+            &request(ProbeFormat::Terminus),
+            &RenderSettings::default(),
+        )
+        .body;
+        assert!(json.len() <= MAX_BODY, "{} bytes", json.len());
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["status"], "ok");
+        let listed = json["info"].as_object().unwrap().len();
+        assert_eq!(
+            json["truncated"],
+            format!("{} checks' info {LEFT_OUT}", 600 - listed)
+        );
+
+        let text = render(
+            &report,
+            &request(ProbeFormat::Kubernetes),
+            &RenderSettings::default(),
+        )
+        .body;
+        assert_eq!(
+            std::str::from_utf8(&text).unwrap(),
+            format!("[+]lifecycle ok\n[+]600 more checks ok or excluded: {LEFT_OUT}\nreadyz check passed\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_that_fit_are_complete() {
+        let report = report(40, 20).await;
+        for format in [ProbeFormat::Terminus, ProbeFormat::Kubernetes] {
+            let body = render(&report, &request(format), &exposed()).body;
+            let body = std::str::from_utf8(&body).unwrap();
+            assert!(!body.contains("not listed"), "{body}");
+            // The last failure is there; Kubernetes text lists the passing checks too.
+            assert!(body.contains("postgres-replica-0019"), "{body}");
+            if format == ProbeFormat::Kubernetes {
+                assert!(body.contains("[+]postgres-replica-0039 ok"), "{body}");
+            }
+        }
     }
 }

@@ -90,6 +90,21 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
+/// The builder `main` starts from: one `before_shutdown` hook and one `on_shutdown`
+/// hook, each bounded by `TERMINUS_CLEANUP_TIMEOUT`. The Kubernetes manifest's budget
+/// (`examples/kubernetes/quickstart.yaml`) counts them; its test builds this.
+pub fn builder() -> Builder {
+    axum_terminus::Terminus::builder()
+        .before_shutdown("announce", || async {
+            tracing::info!("draining: readiness now fails, requests are still served");
+            Ok(())
+        })
+        .on_shutdown("flush", || async {
+            tracing::info!("cleanup: a real service would close its database pool here");
+            Ok(())
+        })
+}
+
 /// Configures the controller from `builder` and the environment, listens (on a socket
 /// passed by systemd, `UNIX_SOCKET`, or `HOST:PORT`), prints `quickstart listening on
 /// http://ADDR` (or `unix:PATH`) on stdout, serves until shut down, and returns the

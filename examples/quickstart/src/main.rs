@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use axum_terminus::Terminus;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -12,16 +11,7 @@ async fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
 
-    let builder = Terminus::builder()
-        .before_shutdown("announce", || async {
-            tracing::info!("draining: readiness now fails, requests are still served");
-            Ok(())
-        })
-        .on_shutdown("flush", || async {
-            tracing::info!("cleanup: a real service would close its database pool here");
-            Ok(())
-        });
-    match quickstart::run(builder).await {
+    match quickstart::run(quickstart::builder()).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("quickstart: {error}");
