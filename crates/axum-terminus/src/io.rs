@@ -97,9 +97,8 @@ fn read_now<I: Any>(io: &I, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> 
     // What does not fit is read by the next call, the usual way.
     let mut chunk = [0u8; 2048];
     let wanted = buf.remaining().min(chunk.len());
-    Some((&*socket).read(&mut chunk[..wanted]).map(|n| {
+    Some((&*socket).read(&mut chunk[..wanted]).inspect(|&n| {
         buf.put_slice(&chunk[..n]);
-        n
     }))
 }
 
