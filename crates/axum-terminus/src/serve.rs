@@ -421,7 +421,7 @@ struct ServerDrain {
 impl Drain for ServerDrain {
     fn start_draining(&mut self) {
         // HTTP/2 connections send GOAWAY.
-        self.registry.notify_all();
+        self.registry.notify_http2();
     }
 
     fn close(&mut self) {
