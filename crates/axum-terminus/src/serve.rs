@@ -258,14 +258,40 @@ impl Server {
     /// with [`admin_layer`](crate::admin_layer)), reporting on this whole server. It is
     /// not counted against [`max_connections`](Server::max_connections), so the probes
     /// stay answerable when the public listeners are full.
-    pub fn admin_listener<L>(mut self, listener: L) -> Server
+    pub fn admin_listener<L>(self, listener: L) -> Server
     where
         L: Listener,
         L::Addr: Clone + Sync + fmt::Debug + 'static,
     {
         let router = crate::admin::admin_router(crate::admin::admin_layer(&self.terminus));
+        self.admin_listener_with(listener, router)
+    }
+
+    /// Adds a listener for operators, serving `service`: the
+    /// [`admin_router`](crate::admin_router) with routes of your own (`/metrics`, say).
+    /// Like [`admin_listener`](Server::admin_listener), it is not counted against
+    /// [`max_connections`](Server::max_connections): keep it off the public network.
+    ///
+    /// ```
+    /// use axum::routing::get;
+    /// use axum_terminus::{admin_layer, admin_router, Server, Terminus};
+    ///
+    /// # async fn example(terminus: Terminus, admin: tokio::net::TcpListener) {
+    /// let router = admin_router(admin_layer(&terminus)).route("/version", get(|| async { "1.4.2" }));
+    /// let server = Server::new(&terminus).admin_listener_with(admin, router);
+    /// # }
+    /// ```
+    pub fn admin_listener_with<L, S, B>(mut self, listener: L, service: S) -> Server
+    where
+        L: Listener,
+        L::Addr: Clone + Sync + fmt::Debug + 'static,
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         self.accept_loops.push(Box::new(move |parts, _cap| {
-            Box::pin(accept_loop(listener, router, Transport::Plain, parts, None))
+            Box::pin(accept_loop(listener, service, Transport::Plain, parts, None))
         }));
         self
     }

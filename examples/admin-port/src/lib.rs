@@ -67,9 +67,9 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     println!("admin-port listening on http://{}", public.local_addr()?);
     let server = server.listener(public, TerminusLayer::new(&terminus).layer(public_router()));
     #[cfg(feature = "metrics")]
-    // The admin router plus `/metrics`, added as a listener of its own. Unlike
-    // `admin_listener`, such a listener counts against TERMINUS_MAX_CONNECTIONS.
-    let server = server.listener(admin, admin_router_with_metrics(&terminus, prometheus));
+    // The admin router plus `/metrics`; like `admin_listener`, outside
+    // TERMINUS_MAX_CONNECTIONS, so a full public port leaves the probes answerable.
+    let server = server.admin_listener_with(admin, admin_router_with_metrics(&terminus, prometheus));
     #[cfg(not(feature = "metrics"))]
     let server = server.admin_listener(admin);
     let outcome = server.run().await;
