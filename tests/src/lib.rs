@@ -2,6 +2,7 @@
 //! port, talk to it with real HTTP clients, send it real signals, and clean up by pid.
 
 pub mod curl;
+pub mod exit;
 pub mod grpc;
 pub mod grpc_load;
 pub mod haproxy;

@@ -5,7 +5,8 @@
 //! - Everything that reached the server before Closing is answered; after Closing, new
 //!   connections are refused by the kernel, never accepted and then reset.
 //! - A connection with nothing in flight (a silent HTTP/2 peer, an idle keep-alive) is
-//!   closed at Closing: neither cut nor a reason for a forced stop.
+//!   closed at Closing: neither cut nor a reason for a forced stop. A new connection
+//!   whose first request comes just after Closing began is answered.
 //! - `shutdown complete` counts drained and cut requests apart, and every cut request is
 //!   reported on its own.
 //! - A request head that trickles in is bounded by `TERMINUS_HEADER_READ_TIMEOUT`.
@@ -13,12 +14,12 @@
 //! Each test prints one `edges ...` line with what it saw before it asserts, so that the
 //! figures can be copied into the docs even when an assertion fails.
 
-use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
+use terminus_tests::exit::Exit as Stopped;
 use terminus_tests::logs::{self, field, field_u64, wait_for_phase};
 use terminus_tests::raw::h1::{self, Conn, Outcome, Tally};
 use terminus_tests::raw::h2;
@@ -34,107 +35,6 @@ const HELLO: &[u8] = b"hello";
 
 fn start(envs: &[(&str, &str)]) -> TestServer {
     TestServer::start(test_server!(), envs)
-}
-
-/// How a shutdown ended, as the process and its log tell it.
-struct Stopped {
-    /// The exit code; `None` if the process did not exit in time (or died by a signal).
-    code: Option<i32>,
-    /// From the signal to the exit (or to giving up).
-    took: Duration,
-    /// The `shutdown complete` event, or an empty string.
-    complete: String,
-    /// The whole log.
-    log: Vec<String>,
-}
-
-impl Stopped {
-    /// Waits up to `wait` for the exit of a server signalled at `signalled`.
-    async fn wait(server: &mut TestServer, signalled: Instant, wait: Duration) -> Stopped {
-        let status = server.wait_exit(wait).await;
-        let took = signalled.elapsed();
-        if let Some(status) = status {
-            assert_eq!(status.signal(), None, "exited by itself, not killed by a signal");
-        }
-        let log = server.stderr();
-        let complete = log
-            .iter()
-            .find(|line| line.contains("shutdown complete"))
-            .cloned()
-            .unwrap_or_default();
-        Stopped {
-            code: status.and_then(|status| status.code()),
-            took,
-            complete,
-            log,
-        }
-    }
-
-    /// Sends SIGTERM and waits up to `wait` for the exit.
-    async fn terminate(server: &mut TestServer, wait: Duration) -> Stopped {
-        let signalled = Instant::now();
-        server.signal("TERM");
-        Stopped::wait(server, signalled, wait).await
-    }
-
-    /// A field of `shutdown complete`.
-    fn field(&self, name: &str) -> Option<&str> {
-        field(&self.complete, name)
-    }
-
-    /// A count of `shutdown complete`.
-    fn count(&self, name: &str) -> Option<u64> {
-        field_u64(&self.complete, name)
-    }
-
-    /// `exit=0 took_ms=812 graceful=true requests_drained=1 ...`, `-` for what is missing.
-    fn summary(&self) -> String {
-        let code = self.code.map_or("none".to_owned(), |code| code.to_string());
-        let mut summary = format!("exit={code} took_ms={}", self.took.as_millis());
-        for name in [
-            "graceful",
-            "requests_drained",
-            "requests_cut",
-            "connections_cut",
-            "tasks_cut",
-            "exit_status",
-        ] {
-            summary.push_str(&format!(" {name}={}", self.field(name).unwrap_or("-")));
-        }
-        summary
-    }
-
-    /// The summary and the last lines of the log, for an assertion message.
-    fn context(&self) -> String {
-        format!(
-            "{}\nlast log lines:\n{}",
-            self.summary(),
-            logs::tail(&self.log, 25)
-        )
-    }
-
-    /// Log lines with every one of `needles`.
-    fn lines_with(&self, needles: &[&str]) -> Vec<&String> {
-        self.log
-            .iter()
-            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
-            .collect()
-    }
-
-    /// `shutdown complete` is an INFO event of target `terminus`, and the last one.
-    fn assert_complete_is_final(&self) {
-        assert!(
-            self.complete.contains(" INFO terminus: shutdown complete"),
-            "{}",
-            self.context()
-        );
-        assert_eq!(
-            self.log.last(),
-            Some(&self.complete),
-            "`shutdown complete` is the final event\n{}",
-            self.context()
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -812,6 +712,64 @@ async fn connections_with_nothing_in_flight_are_closed_at_closing_and_not_counte
         "the silent HTTP/2 peer was closed at Closing, before the cut\n{context}"
     );
     assert!(stream.await.unwrap().1, "the stream saw its end");
+}
+
+/// A client that connected before Closing but writes its first request only after
+/// Closing began (a throttled client, or the moment between connect and write) gets its
+/// answer: a new connection is not idle, and its client would not send the request again
+/// on another connection. A connection that never sends anything is closed at the idle
+/// bound, neither cut nor holding the exit.
+#[tokio::test]
+async fn a_new_connection_whose_first_request_arrives_after_closing_began_is_answered() {
+    const DRAIN_DELAY: Duration = Duration::from_millis(500);
+    let mut server = start(&[
+        ("TERMINUS_DRAIN_DELAY", "500ms"),
+        ("TERMINUS_DRAIN_TIMEOUT", "10s"),
+    ]);
+    let addr = server.addr();
+    let mut late = Conn::connect(addr).await.unwrap();
+    let mut silent = Conn::connect(addr).await.unwrap();
+    // Both accepted, while serving.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    wait_for_phase(&server, "closing", DRAIN_DELAY + MARGIN)
+        .await
+        .expect("Closing began");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = late
+        .exchange(&h1::request("GET", "/", 0), HELLO, READ_TIMEOUT)
+        .await;
+    let silent_closed = silent.wait_closed(Duration::from_secs(5)).await;
+    // Drain delay + the idle bound (1 s, checked every 250 ms) + margin.
+    let stopped = Stopped::wait(
+        &mut server,
+        signalled,
+        DRAIN_DELAY + Duration::from_millis(1250) + MARGIN,
+    )
+    .await;
+    println!(
+        "edges late_first_request outcome={outcome} silent_closed={silent_closed} {}",
+        stopped.summary()
+    );
+    let context = stopped.context();
+
+    assert_eq!(
+        outcome,
+        Outcome::Ok,
+        "the request that came after Closing began
+{context}"
+    );
+    assert!(
+        silent_closed,
+        "the connection that sent nothing was closed
+{context}"
+    );
+    assert_eq!(stopped.code, Some(0), "{context}");
+    assert_eq!(field(&stopped.complete, "graceful"), Some("true"), "{context}");
+    assert_eq!(stopped.count("requests_drained"), Some(1), "{context}");
+    assert_eq!(stopped.count("connections_cut"), Some(0), "{context}");
 }
 
 // ---------------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 //! - Graceful closes send `close_notify`; a renewed certificate is served after SIGHUP.
 
 use std::io::{self, Write};
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +20,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use terminus_tests::curl::{self, Curl};
-use terminus_tests::logs::{self, field, field_u64};
+use terminus_tests::exit::Exit;
+use terminus_tests::logs::{self, field};
 use terminus_tests::raw::h2;
 use terminus_tests::{temp_path, TestServer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -110,49 +110,6 @@ async fn tls_connect(
     let tcp = TcpStream::connect(server.addr()).await?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     connector.connect(name, tcp).await
-}
-
-/// The process's exit and its `shutdown complete` event.
-struct Exit {
-    code: Option<i32>,
-    took: Duration,
-    complete: String,
-    log: Vec<String>,
-}
-
-impl Exit {
-    async fn wait(server: &mut TestServer, signalled: Instant, bound: Duration) -> Exit {
-        let status = server.wait_exit(bound).await;
-        let took = signalled.elapsed();
-        if let Some(status) = status {
-            assert_eq!(status.signal(), None, "exited by itself");
-        }
-        let log = server.stderr();
-        let complete = log
-            .iter()
-            .find(|line| line.contains("shutdown complete"))
-            .cloned()
-            .unwrap_or_default();
-        Exit {
-            code: status.and_then(|status| status.code()),
-            took,
-            complete,
-            log,
-        }
-    }
-
-    fn count(&self, name: &str) -> Option<u64> {
-        field_u64(&self.complete, name)
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "exit={:?} took={:?}\n{}",
-            self.code,
-            self.took,
-            logs::tail(&self.log, 25)
-        )
-    }
 }
 
 /// `-w` output on stderr: when curl had sent its request, in seconds since it started.

@@ -8,12 +8,12 @@
 //!   socket's path; the exit status is then 1, else 0.
 //! - The socket file a stopped server leaves is taken over by the next one.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use terminus_tests::curl::{self, Curl};
-use terminus_tests::logs::{self, field, field_u64};
+use terminus_tests::exit::Exit;
+use terminus_tests::logs::field;
 use terminus_tests::raw::h2;
 use terminus_tests::{temp_path, test_server, TestServer};
 use tokio::net::UnixStream;
@@ -67,41 +67,6 @@ async fn curl_unix(socket: &SocketPath, args: &[&str]) -> Curl {
     curl::curl(&all).await
 }
 
-/// The process's exit and its log.
-struct Exit {
-    code: Option<i32>,
-    complete: String,
-    log: Vec<String>,
-}
-
-impl Exit {
-    async fn wait(server: &mut TestServer, bound: Duration) -> Exit {
-        let status = server.wait_exit(bound).await;
-        if let Some(status) = status {
-            assert_eq!(status.signal(), None, "exited by itself");
-        }
-        let log = server.stderr();
-        let complete = log
-            .iter()
-            .find(|line| line.contains("shutdown complete"))
-            .cloned()
-            .unwrap_or_default();
-        Exit {
-            code: status.and_then(|status| status.code()),
-            complete,
-            log,
-        }
-    }
-
-    fn count(&self, name: &str) -> Option<u64> {
-        field_u64(&self.complete, name)
-    }
-
-    fn context(&self) -> String {
-        format!("exit={:?}\n{}", self.code, logs::tail(&self.log, 25))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_at_sigterm_complete_over_a_unix_socket() {
     let socket = SocketPath::new("in-flight");
@@ -153,7 +118,7 @@ async fn requests_in_flight_at_sigterm_complete_over_a_unix_socket() {
     })
     .await;
     let (h1, h2_curl) = (h1.await.unwrap(), h2_curl.await.unwrap());
-    let exit = Exit::wait(&mut server, Duration::from_secs(5) + MARGIN).await;
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(5) + MARGIN).await;
     let ended_at = read
         .expect("stream 1 ends in time")
         .unwrap_or_else(|error| panic!("stream 1: {error}\n{}", exit.context()));
@@ -179,7 +144,7 @@ async fn requests_in_flight_at_sigterm_complete_over_a_unix_socket() {
     let ready = curl_unix(&socket, &["http://localhost/readyz"]).await;
     assert_eq!(ready.status, Some(200), "{ready:?}");
     next.signal("TERM");
-    let exit = Exit::wait(&mut next, Duration::from_secs(2) + MARGIN).await;
+    let exit = Exit::wait(&mut next, Instant::now(), Duration::from_secs(2) + MARGIN).await;
     assert_eq!(exit.code, Some(0), "{}", exit.context());
 }
 
@@ -202,7 +167,7 @@ async fn endless_streams_over_a_unix_socket_are_cut_and_reported_with_the_socket
     ]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.signal("TERM");
-    let exit = Exit::wait(&mut server, Duration::from_secs(2) + MARGIN).await;
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
     let (h1, h2) = (h1.await.unwrap(), h2.await.unwrap());
 
     let peer = format!("unix:{}", socket.arg());

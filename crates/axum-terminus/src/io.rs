@@ -21,18 +21,19 @@ pin_project! {
     ///   a WebSocket handler (hyper's task is over by then).
     /// - It replays the bytes read to tell HTTP/2 from HTTP/1 (`prefix`).
     /// - Bytes arriving between requests start the header-read timeout.
-    /// - At Closing, an idle connection reads the socket itself rather than trust the
-    ///   reactor: after a freeze (a CPU-throttled pod, SIGSTOP) the reactor may not have
-    ///   seen yet a request the kernel already holds. What is there is served; if nothing
-    ///   is, the read reports end of stream and hyper closes the connection.
+    /// - At Closing, an idle connection (between two requests) reads the socket itself
+    ///   rather than trust the reactor: after a freeze (a CPU-throttled pod, SIGSTOP) the
+    ///   reactor may not have seen yet a request the kernel already holds. What is there
+    ///   is served; if nothing is, the read reports end of stream and hyper closes the
+    ///   connection. A connection that has not sent its first byte yet is not idle: its
+    ///   client has just connected to send a request, and would not send it again on a
+    ///   new connection. It reads as usual, bounded by `idle_close_timeout`.
     /// - When the drain deadline cuts the connection, every read and write fails from
     ///   then on, and a task waiting on an upgraded socket is woken to see it.
     pub(crate) struct ConnectionIo<I> {
         #[pin]
         io: I,
         prefix: Bytes,
-        // Whether any byte was read yet: a connection that never sent one is idle.
-        read_any: bool,
         connection: Arc<Connection>,
         _registered: Registered,
     }
@@ -43,7 +44,6 @@ impl<I> ConnectionIo<I> {
         ConnectionIo {
             io,
             prefix: Bytes::new(),
-            read_any: false,
             connection,
             _registered: registered,
         }
@@ -117,17 +117,18 @@ impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
             if connection.is_cut() {
                 return Poll::Ready(Err(cut_error()));
             }
-            // Closing, and between HTTP/1 requests (or before the first byte) with
-            // nothing in flight. (An idle HTTP/2 connection is left to the idle bound
-            // instead: end of stream could drop response frames hyper has not written.)
+            // Closing, and between HTTP/1 requests with nothing in flight. (Before the
+            // first byte, or in the middle of a request head, the connection waits for
+            // its request, bounded by `idle_close_timeout`. An idle HTTP/2 connection is
+            // left to that bound too: end of stream could drop response frames hyper has
+            // not written.)
             if connection.protocol() != Protocol::Http2
                 && !connection.is_busy()
-                && (connection.head_since().is_none() || !*this.read_any)
+                && connection.head_since().is_none()
             {
                 return match read_now(&*this.io, buf) {
                     Some(Ok(n)) => {
                         if n > 0 {
-                            *this.read_any = true;
                             connection.bytes_arrived();
                         }
                         Poll::Ready(Ok(()))
@@ -145,7 +146,6 @@ impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                *this.read_any = true;
                 connection.bytes_arrived();
                 Poll::Ready(Ok(()))
             }

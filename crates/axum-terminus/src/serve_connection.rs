@@ -6,7 +6,7 @@
 //! | phase | HTTP/1 | HTTP/2 |
 //! |---|---|---|
 //! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
-//! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed | closed once nothing has been in flight for `idle_close_timeout` |
+//! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
 //! | Closing, busy | finishes its response with `Connection: close`, then closes | finishes its streams, then closes |
 //! | deadline | cut if busy, closed if idle | the same |
 
