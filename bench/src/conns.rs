@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Connections being set up at once: below the listen backlog, so no SYN is dropped
-/// and retried a second later.
+/// Connections being set up at once. This bounds the SYNs in flight, not the listen
+/// queue: a server that accepts slower than this connects can still overflow its
+/// queue (the kernel then completes the handshake on a retransmission, a second later).
 const CONNECT_CONCURRENCY: usize = 256;
 /// The bound on one connect or one response.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +39,7 @@ pub async fn open_idle(addr: &str, count: usize) -> Result<Vec<TcpStream>, Strin
 }
 
 /// Opens `count` connections to `addr` without sending anything.
-pub async fn connect_all(addr: &str, count: usize) -> Result<Vec<TcpStream>, String> {
+async fn connect_all(addr: &str, count: usize) -> Result<Vec<TcpStream>, String> {
     let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = JoinSet::new();
     for _ in 0..count {

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 on_both_runtimes!(
     shutdown_signal_lets_axum_serve_drain_after_the_delay,
     bind_failure_names_the_address_and_fails_liveness,
+    bind_queues_a_burst_larger_than_the_standard_backlog,
     fatal_error_fails_liveness_and_readiness_without_stopping_when_so_configured,
     two_servers_in_one_process_do_not_share_state,
     connect_info_reaches_handlers_only_when_the_server_asks_for_it,
@@ -65,6 +66,48 @@ async fn shutdown_signal_lets_axum_serve_drain_after_the_delay() {
         .expect("the lifecycle finishes");
     assert!(outcome.is_graceful());
     assert_eq!(terminus.phase(), Phase::Stopped);
+}
+
+/// `bind` listens with a backlog of `LISTEN_BACKLOG`, not std's 128: a burst of 400
+/// connects while nothing accepts completes at once. With 128 the kernel drops the SYNs
+/// beyond the full queue, and those connects wait for a retransmission a second later.
+async fn bind_queues_a_burst_larger_than_the_standard_backlog() {
+    const BURST: usize = 400;
+    assert!(BURST < axum_terminus::LISTEN_BACKLOG as usize && BURST > 128);
+    // The kernel caps every backlog at net.core.somaxconn: below the burst, this test
+    // would measure the machine, not `bind`.
+    if let Ok(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
+        let somaxconn: usize = somaxconn.trim().parse().unwrap();
+        assert!(
+            somaxconn >= BURST,
+            "net.core.somaxconn is {somaxconn}: this machine caps every listen queue below {BURST}"
+        );
+    }
+    let terminus = Terminus::builder().build().unwrap();
+    let listener = axum_terminus::bind("127.0.0.1:0", &terminus).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        // The bound starts when the task first runs, not when it is spawned; it stays
+        // below the kernel's first SYN retransmission (1 s).
+        connects.spawn(async move {
+            tokio::time::timeout(Duration::from_millis(900), tokio::net::TcpStream::connect(addr)).await
+        });
+    }
+    let mut clients = Vec::with_capacity(BURST);
+    while let Some(joined) = connects.join_next().await {
+        let connected = joined
+            .unwrap()
+            .expect("connected without waiting for a SYN retransmission");
+        clients.push(connected.unwrap());
+    }
+    for accepted in 0..BURST {
+        tokio::time::timeout(Duration::from_secs(1), listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("only {accepted} of {BURST} connections were queued"))
+            .unwrap();
+    }
 }
 
 async fn bind_failure_names_the_address_and_fails_liveness() {

@@ -447,7 +447,11 @@ impl Bench {
         let targets = [Target::Rust(Mode::Bare), Target::Rust(Mode::Terminus)];
         for target in in_round_order(&targets, round) {
             let server = self.start(target)?;
-            let streams = conns::connect_all(server.addr(), IN_FLIGHT).await?;
+            // Served once first, so that the server has accepted every connection before
+            // the slow requests: a connection still waiting for the end of its handshake
+            // (the listen queue overflowed) is refused at Closing, a connect failure and
+            // not a drain figure.
+            let streams = conns::open_idle(server.addr(), IN_FLIGHT).await?;
             let path = format!("/slow?ms={SLOW_MS}");
             let (seen, exit) = conns::in_flight(streams, &path, async move {
                 // Every request is in the handler's sleep well before this.

@@ -120,7 +120,7 @@ pub mod ws;
 pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
 #[cfg(unix)]
 pub use listener::bind_unix;
-pub use listener::{bind, BindError};
+pub use listener::{bind, BindError, LISTEN_BACKLOG};
 pub use serve::{
     serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,
     ENV_HEADER_READ_TIMEOUT, ENV_IDLE_CLOSE_TIMEOUT, ENV_MAX_CONNECTIONS,
@@ -157,6 +157,8 @@ mod guides {
     struct Probes;
     #[doc = include_str!("../../../docs/kubernetes.md")]
     struct Kubernetes;
+    /// Its WebSocket example needs the `ws` feature.
+    #[cfg(feature = "ws")]
     #[doc = include_str!("../../../docs/long-lived-connections.md")]
     struct LongLivedConnections;
     #[doc = include_str!("../../../docs/migrating-from-terminus.md")]

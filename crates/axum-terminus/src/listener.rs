@@ -3,18 +3,35 @@
 use std::fmt;
 use std::io;
 
-use terminus_core::Terminus;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use std::net::SocketAddr;
 
-/// Binds a TCP listener. On failure (a port already in use, a missing permission) the
-/// error names the address, and the terminus is marked fatal, so liveness fails and
-/// the shutdown starts: the orchestrator restarts the process instead of leaving it
-/// half-started.
+use terminus_core::Terminus;
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
+
+/// The listen backlog of [`bind`]: how many connections the kernel completes and
+/// queues for the server before it accepts them.
+///
+/// `std` and `tokio::net::TcpListener::bind` use 128. A burst larger than that (a
+/// balancer moving traffic onto a pod that just became ready) overflows the queue, and
+/// the kernel drops packets: a new connection's SYN, so that its connect waits for a
+/// retransmission a second later; or the handshake's last packet, so that the client
+/// believes it is connected and sends its request, and the connection only completes
+/// when a retransmission comes through. If the listener closes in that window, those
+/// clients are refused or reset, for requests the server never saw. The kernel caps the
+/// value at `net.core.somaxconn` (4096 on Linux since 5.4, 128 before). To choose
+/// another value, build the listener with [`TcpSocket`] and pass it to
+/// [`serve`](crate::serve).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a TCP listener, with a backlog of [`LISTEN_BACKLOG`]. On failure (a port
+/// already in use, a missing permission) the error names the address, and the
+/// terminus is marked fatal, so liveness fails and the shutdown starts: the
+/// orchestrator restarts the process instead of leaving it half-started.
 pub async fn bind<A>(address: A, terminus: &Terminus) -> Result<TcpListener, BindError>
 where
     A: ToSocketAddrs + fmt::Display,
 {
-    match TcpListener::bind(&address).await {
+    match bind_tcp(&address).await {
         Ok(listener) => {
             if let Ok(local) = listener.local_addr() {
                 tracing::info!(target: "terminus", address = %local, "listening");
@@ -30,6 +47,32 @@ where
             Err(error)
         }
     }
+}
+
+/// What `TcpListener::bind` does (every resolved address in turn, `SO_REUSEADDR` on
+/// Unix), with a larger backlog.
+async fn bind_tcp(address: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(address).await? {
+        match listen_on(address) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+}
+
+fn listen_on(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Binds a Unix domain socket listener at `path`, the way [`bind`] binds a port: on
