@@ -25,6 +25,14 @@ impl<'a> Pem<'a> {
             origin: "PEM data".to_owned(),
         }
     }
+
+    /// The contents of the file at `path`, named by it in errors.
+    pub(crate) fn file(bytes: &'a [u8], path: &Path) -> Pem<'a> {
+        Pem {
+            bytes,
+            origin: path.display().to_string(),
+        }
+    }
 }
 
 /// Reads a file whole, with an error naming it.

@@ -71,16 +71,7 @@ impl TlsConfig {
     ) -> Result<TlsConfig, TlsError> {
         let (chain_path, key_path) = (certificate_chain.as_ref(), private_key.as_ref());
         let (chain, key) = (certificate::read(chain_path)?, certificate::read(key_path)?);
-        TlsConfig::load(
-            Pem {
-                bytes: &chain,
-                origin: chain_path.display().to_string(),
-            },
-            Pem {
-                bytes: &key,
-                origin: key_path.display().to_string(),
-            },
-        )
+        TlsConfig::load(Pem::file(&chain, chain_path), Pem::file(&key, key_path))
     }
 
     /// [`from_pem_files`](TlsConfig::from_pem_files) with the PEM data in memory (a
@@ -117,16 +108,7 @@ impl TlsConfig {
     ) -> Result<(), TlsError> {
         let (chain_path, key_path) = (certificate_chain.as_ref(), private_key.as_ref());
         let (chain, key) = (certificate::read(chain_path)?, certificate::read(key_path)?);
-        self.reload(
-            Pem {
-                bytes: &chain,
-                origin: chain_path.display().to_string(),
-            },
-            Pem {
-                bytes: &key,
-                origin: key_path.display().to_string(),
-            },
-        )
+        self.reload(Pem::file(&chain, chain_path), Pem::file(&key, key_path))
     }
 
     /// [`reload_pem_files`](TlsConfig::reload_pem_files) with the PEM data in memory.
