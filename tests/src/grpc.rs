@@ -10,6 +10,8 @@ use tonic_terminus::pb::health_check_response::ServingStatus;
 use tonic_terminus::pb::health_client::HealthClient;
 use tonic_terminus::pb::HealthCheckRequest;
 
+use crate::grpc_load::{never_sent, refused_unprocessed};
+
 /// The path of the `grpc-server` binary (the gRPC example plus a counting check).
 #[macro_export]
 macro_rules! grpc_server {
@@ -41,13 +43,26 @@ pub fn health(channel: &Channel) -> HealthClient<Channel> {
     HealthClient::new(channel.clone())
 }
 
-/// `grpc.health.v1.Health/Check` for `service`.
+/// `grpc.health.v1.Health/Check` for `service`. A call that raced the server's GOAWAY
+/// and never reached it ([`never_sent`], [`refused_unprocessed`]) is sent again, at
+/// most 5 times, as `docs/grpc.md` tells clients to: the answer returned is the
+/// server's first.
 pub async fn check(channel: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
-    let request = HealthCheckRequest {
-        service: service.to_owned(),
-    };
-    let response = health(channel).check(request).await?;
-    Ok(response.into_inner().status())
+    let mut retries = 0;
+    loop {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        match health(channel).check(request).await {
+            Ok(response) => return Ok(response.into_inner().status()),
+            Err(status) if retries < 5 && (never_sent(&status) || refused_unprocessed(&status)) => {
+                retries += 1;
+                eprintln!("check({service:?}) sent again, it never reached the server: {status}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
 }
 
 /// Polls `Check(service)` until it answers `status`, at most `timeout`.

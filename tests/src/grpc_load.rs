@@ -31,9 +31,10 @@ pub enum ClientConfig {
     Plain,
     /// Retries `UNAVAILABLE` (what gRPC's own retry policies are usually given).
     RetryUnavailable,
-    /// Retries `UNAVAILABLE`, and `CANCELLED` calls that [never left the
-    /// client](never_sent): tonic's report of a call queued on a connection that
-    /// received GOAWAY and closed before sending it.
+    /// Retries `UNAVAILABLE`, `CANCELLED` calls that [never left the
+    /// client](never_sent) (tonic's report of a call queued on a connection that
+    /// received GOAWAY and closed before sending it), and calls the server [refused
+    /// unprocessed](refused_unprocessed).
     RetryUnavailableAndUnsent,
 }
 
@@ -45,17 +46,36 @@ const RETRIES: u32 = 5;
 /// was written (`CANCELLED`, "operation was canceled", with a `hyper::Error` whose
 /// `is_canceled()` is true in its sources). Retrying it is safe for any call.
 pub fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    status.code() == Code::Cancelled
+        && sources(status).any(|error| {
+            error
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+        })
+}
+
+/// Whether `status` is tonic's report of a call that the server refused without
+/// processing it, which RFC 9113 (§6.8, §8.7) makes safe to retry for any call: h2
+/// fails with the server's GOAWAY (`NO_ERROR`) a stream above the GOAWAY's last stream
+/// id and a request started on the connection after the GOAWAY arrived; a stream the
+/// server reset with `REFUSED_STREAM` was not processed either. tonic reports these as
+/// `INTERNAL` "h2 protocol error: http2 error".
+pub fn refused_unprocessed(status: &Status) -> bool {
+    sources(status).any(|error| {
+        error.downcast_ref::<h2::Error>().is_some_and(|h2| {
+            h2.is_remote()
+                && match h2.reason() {
+                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+                    _ => false,
+                }
+        })
+    })
+}
+
+/// The chain of errors under `status`.
+fn sources(status: &Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |error| error.source())
 }
 
 impl ClientConfig {
@@ -64,7 +84,7 @@ impl ClientConfig {
             ClientConfig::Plain => false,
             ClientConfig::RetryUnavailable => status.code() == Code::Unavailable,
             ClientConfig::RetryUnavailableAndUnsent => {
-                status.code() == Code::Unavailable || (status.code() == Code::Cancelled && never_sent(status))
+                status.code() == Code::Unavailable || never_sent(status) || refused_unprocessed(status)
             }
         }
     }
@@ -254,15 +274,23 @@ fn record(counts: &Mutex<GrpcCounts>, name: &str, slow: bool, result: Result<Str
             }
         }
         Err(status) => {
-            let code = match status.code() {
-                Code::Cancelled if never_sent(&status) => "Cancelled(never sent)".to_owned(),
-                code => format!("{code:?}"),
+            let code = if never_sent(&status) {
+                "Cancelled(never sent)".to_owned()
+            } else if refused_unprocessed(&status) {
+                format!("{:?}(refused unprocessed)", status.code())
+            } else {
+                format!("{:?}", status.code())
             };
             *counts.failed_by_code.entry(code).or_default() += 1;
             if counts.first_failures.len() < 10 {
-                counts
-                    .first_failures
-                    .push(format!("{name}: {:?} {}", status.code(), status.message()));
+                // The whole chain: tonic's message alone ("http2 error") hides the cause.
+                let chain: Vec<String> = sources(&status).map(|error| format!("{error:?}")).collect();
+                counts.first_failures.push(format!(
+                    "{name}: {:?} {} [{}]",
+                    status.code(),
+                    status.message(),
+                    chain.join(" <- ")
+                ));
             }
         }
     }
