@@ -18,6 +18,7 @@ on_both_runtimes!(
     fatal_error_fails_liveness_and_readiness_without_stopping_when_so_configured,
     two_servers_in_one_process_do_not_share_state,
     connect_info_reaches_handlers_only_when_the_server_asks_for_it,
+    a_listener_of_the_users_own_drains_and_cuts_like_tcp,
 );
 
 fn app(terminus: &Terminus) -> Router {
@@ -252,4 +253,82 @@ async fn connect_info_reaches_handlers_only_when_the_server_asks_for_it() {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A listener type of the user's own (here a wrapper that names its peers, as a proxy
+/// protocol listener would) is served like TCP: a request in flight at the shutdown
+/// completes with `Connection: close`, an endless stream is cut at the deadline and
+/// counted, and new connections are refused once the listener is closed.
+async fn a_listener_of_the_users_own_drains_and_cuts_like_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The peer as the user's listener names it; it has no IP address to show.
+    #[derive(Clone, Debug)]
+    #[expect(dead_code, reason = "read through `Debug`: the server names such peers by it")]
+    struct Named(&'static str);
+
+    struct NamingListener(TcpListener);
+
+    impl axum::serve::Listener for NamingListener {
+        type Io = tokio::net::TcpStream;
+        type Addr = Named;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                if let Ok((stream, _)) = self.0.accept().await {
+                    return (stream, Named("edge-proxy"));
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            Ok(Named("edge-proxy-listener"))
+        }
+    }
+
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(300))
+        .drain_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(
+            async move { axum_terminus::serve(NamingListener(tcp), app(&terminus), &terminus).await },
+        )
+    };
+    let mut probe = H1::connect(addr).await.unwrap();
+    assert_eq!(probe.get("/readyz").await.unwrap().status, StatusCode::OK);
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?ms=800").await });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /stream?ms=100 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let read = stream.read(&mut first).await.unwrap();
+    assert!(first[..read].starts_with(b"HTTP/1.1 200"), "the stream started");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    terminus.shutdown("test");
+    let reply = slow.await.unwrap().expect("the request in flight completes");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.connection(), Some("close"));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the drain is bounded by its deadline")
+        .unwrap();
+    // The stream's connection was cut: it reads to its end within the bound.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the cut stream's connection was closed");
+    assert_eq!(outcome.requests_cut, 1, "{outcome:?}");
+    assert!(!outcome.is_graceful(), "a cut makes the stop forced: {outcome:?}");
+    assert!(outcome.requests_drained >= 1, "{outcome:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the user's listener was closed"
+    );
 }

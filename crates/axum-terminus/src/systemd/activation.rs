@@ -37,7 +37,11 @@ impl fmt::Debug for ActivatedSockets {
 
 impl ActivatedSockets {
     /// The sockets passed to this process: none when `LISTEN_FDS` is unset, or when
-    /// `LISTEN_PID` names another process. The environment is left as it is.
+    /// `LISTEN_PID` names another process (an unset `LISTEN_PID` is taken as this
+    /// one, as `systemfd` sets it). Like systemd's `sd_listen_fds(1)`, it removes
+    /// `LISTEN_PID` and `LISTEN_FDS` from the environment (listenfd does), so that a
+    /// child process does not take the sockets for its own; call it early in `main`,
+    /// before other threads read the environment.
     pub fn from_env() -> ActivatedSockets {
         let fds = ListenFd::from_env();
         // `FileDescriptorName=` of each socket, `:`-separated; systemd's default is the
