@@ -423,16 +423,15 @@ impl Server {
         for accept_loop in self.accept_loops {
             accepting.spawn(accept_loop(Arc::clone(&parts), cap.clone()));
         }
-        let sweep = tokio::spawn(clock::sweep(
+        // Aborted when `run` returns, or when its future is dropped before that.
+        let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(clock::sweep(
             clock,
             Arc::clone(&registry),
             terminus.clone(),
             timeouts,
-        ));
+        )));
         terminus.mark_listeners_bound();
-        let outcome = terminus.run(ServerDrain { registry, accepting }).await;
-        sweep.abort();
-        outcome
+        terminus.run(ServerDrain { registry, accepting }).await
     }
 }
 
