@@ -516,3 +516,80 @@ async fn tonic_routes_and_axum_routes_share_one_port() {
     assert_eq!(next(&mut watch).await, Some(ServingStatus::NotServing));
     assert_eq!(next(&mut watch).await, None);
 }
+
+/// Waits up to `bound` for the server to close `stream`, reading (and keeping) what
+/// it sends meanwhile; `Some(bytes)` if it closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, bound: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_to_the_http2_only_port_are_closed_at_the_header_read_timeout() {
+    use terminus_tests::raw::h2;
+    const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut server = TestServer::start(grpc_server!(), &[("TERMINUS_HEADER_READ_TIMEOUT", "2s")]);
+    let channel = channel(server.addr());
+    assert!(wait_for_check(&channel, "", ServingStatus::Serving, STARTUP).await);
+
+    let opened = Instant::now();
+    // Nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    // The preface and SETTINGS, then no request.
+    let mut preface_only = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), h2::handshake(&mut preface_only))
+        .await
+        .expect("the server's SETTINGS")
+        .unwrap();
+    // Past the timeout, a GOAWAY (and a PING this peer never answers) and a close,
+    // within the resolution, the GOAWAY grace (1 s) and a margin.
+    let bound = HEADER_READ_TIMEOUT + Duration::from_secs(1) + Duration::from_secs(3);
+    let (silent_closed, preface_closed) = tokio::join!(
+        async { closed_within(&mut silent, bound).await.map(|_| opened.elapsed()) },
+        async {
+            closed_within(&mut preface_only, bound)
+                .await
+                .map(|bytes| (bytes, opened.elapsed()))
+        },
+    );
+    println!(
+        "grpc header_read_timeout silent_closed_ms={:?} preface_only_closed_ms={:?}",
+        silent_closed.map(|took| took.as_millis()),
+        preface_closed.as_ref().map(|(_, took)| took.as_millis())
+    );
+    let silent_closed = silent_closed.expect("a silent connection is closed");
+    assert!(silent_closed >= Duration::from_millis(1500), "{silent_closed:?}");
+    let (frames, preface_closed) = preface_closed.expect("a preface-only connection is closed");
+    assert!(
+        preface_closed >= Duration::from_millis(1500),
+        "{preface_closed:?}"
+    );
+    // Frame header: 3 bytes of length, then the type; GOAWAY is 0x7.
+    let mut rest = &frames[..];
+    let mut goaway = false;
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        goaway |= rest[3] == h2::kind::GOAWAY;
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    assert!(
+        goaway,
+        "an HTTP/2 peer gets a GOAWAY before the close: {frames:?}"
+    );
+
+    // The port serves on, and the stop is graceful.
+    let reply = greeter(&channel).say_hello(hello("still")).await.unwrap();
+    assert_eq!(reply.into_inner().message, "hello still");
+    server.signal("TERM");
+    let (code, log) = exit_event(&mut server, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{log}");
+}

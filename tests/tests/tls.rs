@@ -509,3 +509,39 @@ async fn a_renewed_certificate_is_served_after_sighup() {
     );
     assert_eq!(exit.code, Some(0), "{}", exit.context());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_chose_h2_and_sends_nothing_is_closed_at_the_header_read_timeout() {
+    let cert = TestCert::generate("alpn-h2-silent");
+    let mut server = start(Some(&cert), &[("TERMINUS_HEADER_READ_TIMEOUT", "2s")]);
+    let connected = Instant::now();
+    let mut tls = tls_connect(&server, &cert.client(&[b"h2"])).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN chose h2");
+    // The handshake is done and the protocol is known: no preface, no request.
+    let mut buffer = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(2) + Duration::from_secs(1) + MARGIN, async {
+        loop {
+            match tls.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let took = connected.elapsed();
+    println!("tls alpn_h2_silent_closed_ms={}", took.as_millis());
+    assert!(
+        closed.is_ok(),
+        "closed by the header-read timeout: still open after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed by the timeout, not at once: {took:?}"
+    );
+    // The server serves on, and stops gracefully.
+    let reply = curl::curl(&["-k", &url(&server, "/")]).await;
+    assert!(reply.is_ok(), "{reply:?}");
+    server.signal("TERM");
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
+    assert_eq!(exit.code, Some(0), "{}", exit.context());
+}

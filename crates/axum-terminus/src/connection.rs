@@ -111,8 +111,10 @@ pub(crate) struct Connection {
     in_flight: AtomicUsize,
     /// When `in_flight` last fell to zero (the accept, before any request).
     idle_since: AtomicU64,
-    /// HTTP/1 (and before the protocol is known): when the request head now arriving
-    /// began, or [`Tick::NONE`] between requests. The header-read timeout runs from it.
+    /// When the request head now arriving began, or [`Tick::NONE`] between requests:
+    /// the header-read timeout runs from it. From the accept until the first request
+    /// on every protocol; then, on HTTP/1 only, from the first byte of each next head
+    /// (an HTTP/2 connection between streams is not waiting for a head).
     head_since: AtomicU64,
     /// Something the task must look at: the phase changed, a request started while
     /// Closing, a timeout expired.
@@ -181,12 +183,12 @@ impl Connection {
         }
     }
 
+    /// The protocol is known (sniffed, fixed by the server, or chosen by ALPN). The
+    /// header-read timeout keeps running from the accept: an HTTP/2 connection is
+    /// bounded until its first request's HEADERS are complete (`request_started`),
+    /// whether or not a byte was read before the protocol was known.
     pub(crate) fn set_protocol(&self, protocol: Protocol) {
         self.protocol.store(protocol as u8, Ordering::Release);
-        if protocol == Protocol::Http2 {
-            // HTTP/2 has no request heads to time once the preface is in.
-            self.head_since.store(Tick::NONE.0, Ordering::Release);
-        }
     }
 
     pub(crate) fn in_flight(&self) -> usize {

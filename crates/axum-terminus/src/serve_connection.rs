@@ -238,11 +238,21 @@ async fn drive<C: GracefulConnection>(
     let mut conn = std::pin::pin!(conn);
     let mut asked_to_finish = false;
     let mut attention = Attention::default();
+    let mut goaway_grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
     poll_fn(|cx| {
         if attention.check(connection, cx.waker()) {
             if connection.is_expired() {
-                // Timed out, or idle past the bound at Closing: drop it.
-                return Poll::Ready(Ok(()));
+                if protocol != Protocol::Http2 || asked_to_finish {
+                    // Timed out, or idle past the bound at Closing: drop it.
+                    return Poll::Ready(Ok(()));
+                }
+                // An HTTP/2 peer that sent no request in time gets a GOAWAY first, so
+                // that a request crossing it is refused in a way clients retry
+                // (RFC 9113 §8.7) rather than reset; a peer that says nothing more
+                // is dropped after a short grace.
+                conn.as_mut().graceful_shutdown();
+                asked_to_finish = true;
+                goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
             }
             if !asked_to_finish && should_finish(protocol, terminus.phase(), connection) {
                 // HTTP/1: finish the response in progress with `Connection: close`, then
@@ -251,10 +261,20 @@ async fn drive<C: GracefulConnection>(
                 asked_to_finish = true;
             }
         }
+        if let Some(grace) = goaway_grace.as_mut() {
+            // A request that crossed the GOAWAY is served: hyper closes after it.
+            if grace.as_mut().poll(cx).is_ready() && !connection.is_busy() {
+                return Poll::Ready(Ok(()));
+            }
+        }
         conn.as_mut().poll(cx)
     })
     .await
 }
+
+/// How long an HTTP/2 connection closed by the header-read timeout has, after its
+/// GOAWAY, to finish what crossed it before it is dropped.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> bool {
     match protocol {

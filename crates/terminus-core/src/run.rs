@@ -5,7 +5,6 @@
 //! told to move, closed, awaited and cut.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,6 +61,25 @@ impl Drain for NoConnections {
 /// milliseconds; this only bounds a request held somewhere nothing was aborted.
 const CUT_REPORT_WAIT: Duration = Duration::from_secs(1);
 
+/// How far the shutdown got. It lives in the `Terminus`, behind the lock that makes one
+/// `run` the driver, so that a `run` dropped part way (a `select!` whose other branch
+/// won) leaves everything a later `run` needs to go on from there.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// When the drain step began (the drain delay counts from it).
+    draining_since: Option<Instant>,
+    /// When Closing began (`drain_timeout` counts from it).
+    closing_since: Option<Instant>,
+    durations: PhaseDurations,
+    /// The results of the hooks that ran to the end, and their indices among the
+    /// registered hooks: a resumed shutdown runs each hook once.
+    hooks: Vec<HookResult>,
+    hooks_done: Vec<usize>,
+    connections_cut: usize,
+    tasks_cut: usize,
+    forced: Option<Forced>,
+}
+
 impl Terminus {
     /// Waits for a shutdown to start (signal, [`shutdown`](Self::shutdown), fatal error),
     /// then drives it to the end and returns what happened:
@@ -76,59 +94,83 @@ impl Terminus {
     /// A second signal (or [`force`](Self::force)) at any point cuts everything at once
     /// and skips the remaining hooks. `run` installs the signal handlers (see
     /// [`listen_for_signals`](Self::listen_for_signals)) and starts the background
-    /// health checks. It drives one shutdown: a later or concurrent call waits for the
-    /// first to finish and returns the same outcome.
+    /// health checks. It drives one shutdown: a concurrent call waits for the first to
+    /// finish and returns the same outcome, and a later call returns it at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the `Terminus` usable, whatever await it was at.
+    /// Before a shutdown starts, nothing has happened: a later `run` waits for it as
+    /// this one would have. During a shutdown, the steps stop where they are (a hook
+    /// then running is aborted) and what was done is kept: a later (or an already
+    /// waiting) `run` goes on from there, with the remaining drain delay and drain
+    /// timeout, without repeating a finished hook, and with its own `drain` (the
+    /// dropped one's connections went with it). Until some `run` finishes,
+    /// [`outcome`](Self::outcome) waits.
     pub async fn run(&self, drain: impl Drain) -> Outcome {
-        if self.inner.running.swap(true, Ordering::AcqRel) {
-            return self.outcome().await;
+        // Held until this future ends or is dropped: one driver at a time, and a
+        // waiting `run` takes over from a dropped one.
+        let progress = self.inner.progress.lock().await;
+        if let Some(outcome) = self.inner.outcome.get() {
+            return outcome.clone();
         }
         self.listen_for_signals();
         self.inner.health.start_background();
         self.token().cancelled().await;
 
-        let mut shutdown = Shutdown::new(self, drain);
-        let mut forced = shutdown.drain().await.err();
-        forced = shutdown.close(forced).await.err().or(forced);
-        if forced != Some(Forced::SecondSignal) {
-            forced = shutdown.clean_up().await.err().or(forced);
+        let mut shutdown = Shutdown::new(self, drain, progress);
+        if self.phase() < Phase::Closing {
+            shutdown.drain().await;
         }
-        shutdown.finish(forced)
+        if self.phase() < Phase::CleaningUp {
+            shutdown.close().await;
+        }
+        if shutdown.progress.forced != Some(Forced::SecondSignal) {
+            shutdown.clean_up().await;
+        }
+        shutdown.finish()
     }
 }
 
-/// One shutdown in progress: what has happened so far.
+/// One shutdown in progress, driven by the `run` that holds its [`Progress`].
 struct Shutdown<'a, D> {
     terminus: &'a Terminus,
     drain: D,
     reason: ShutdownReason,
-    durations: PhaseDurations,
-    hooks: Vec<HookResult>,
-    connections_cut: usize,
-    tasks_cut: usize,
+    progress: tokio::sync::MutexGuard<'a, Progress>,
 }
 
 impl<'a, D: Drain> Shutdown<'a, D> {
-    fn new(terminus: &'a Terminus, drain: D) -> Self {
+    fn new(terminus: &'a Terminus, drain: D, progress: tokio::sync::MutexGuard<'a, Progress>) -> Self {
         Shutdown {
             terminus,
             drain,
             reason: terminus
                 .shutdown_reason()
                 .unwrap_or_else(|| ShutdownReason::from("unknown")),
-            durations: PhaseDurations::default(),
-            hooks: Vec::new(),
-            connections_cut: 0,
-            tasks_cut: 0,
+            progress,
+        }
+    }
+
+    /// Remembers the first reason the stop was forced.
+    fn forced(&mut self, result: Result<(), Forced>) {
+        if let Err(forced) = result {
+            self.progress.forced.get_or_insert(forced);
         }
     }
 
     /// Draining: readiness already fails (the phase changed when the shutdown was asked
     /// for); keep serving for `drain_delay` so that balancers notice before anything is
     /// refused, while the `before_shutdown` hooks run.
-    async fn drain(&mut self) -> Result<(), Forced> {
-        let started = Instant::now();
+    async fn drain(&mut self) {
+        let started = *self.progress.draining_since.get_or_insert_with(Instant::now);
         self.drain.start_draining();
-        let delay = self.terminus.inner.config.drain_delay;
+        let delay = self
+            .terminus
+            .inner
+            .config
+            .drain_delay
+            .saturating_sub(started.elapsed());
         let delay = async {
             // sleep(ZERO) still waits for the timer's next tick (1 ms): skip it.
             if !delay.is_zero() {
@@ -136,40 +178,40 @@ impl<'a, D: Drain> Shutdown<'a, D> {
             }
         };
         let force = self.terminus.inner.force.clone();
-        let hooks = run_hooks(self.terminus, HookStage::BeforeShutdown, &mut self.hooks);
+        let terminus = self.terminus;
+        let hooks = run_hooks(terminus, HookStage::BeforeShutdown, &mut self.progress);
         let result = tokio::select! {
             biased;
             _ = force.cancelled() => Err(Forced::SecondSignal),
             (result, ()) = async { tokio::join!(hooks, delay) } => result,
         };
-        self.durations.draining = started.elapsed();
-        result
+        self.progress.durations.draining = started.elapsed();
+        self.forced(result);
     }
 
     /// Closing: stop accepting and wait for what is in flight, up to `drain_timeout`;
     /// then cut what is left. Forced only if something in flight had to be cut (or a
-    /// second signal came, or `already` says one did).
-    async fn close(&mut self, already: Option<Forced>) -> Result<(), Forced> {
-        let started = Instant::now();
+    /// second signal came, or the drain step was forced).
+    async fn close(&mut self) {
+        let started = *self.progress.closing_since.get_or_insert_with(Instant::now);
         let inner = &self.terminus.inner;
         inner.phase.enter(Phase::Closing, "drain delay over");
         inner.tasks.close();
         self.drain.close();
-        let cause = match already {
+        let cause = match self.progress.forced {
             Some(forced) => Some(forced),
-            None => self.settle().await.err(),
+            None => self.settle(started).await.err(),
         };
-        let result = match cause {
-            None => Ok(()),
-            Some(cause) => self.cut(cause).await,
-        };
-        self.durations.closing = started.elapsed();
-        result
+        if let Some(cause) = cause {
+            let result = self.cut(cause).await;
+            self.forced(result);
+        }
+        self.progress.durations.closing = started.elapsed();
     }
 
     /// Waits until nothing is in flight and every connection has closed, at most
-    /// `drain_timeout`.
-    async fn settle(&mut self) -> Result<(), Forced> {
+    /// `drain_timeout` after Closing `started`.
+    async fn settle(&mut self, started: Instant) -> Result<(), Forced> {
         let inner = &self.terminus.inner;
         let settled = async {
             tokio::join!(inner.requests.wait(), inner.tasks.wait(), self.drain.closed());
@@ -178,7 +220,7 @@ impl<'a, D: Drain> Shutdown<'a, D> {
             biased;
             _ = inner.force.cancelled() => Err(Forced::SecondSignal),
             () = settled => Ok(()),
-            () = tokio::time::sleep(inner.config.drain_timeout) => Err(Forced::DrainTimeout),
+            () = tokio::time::sleep_until(started + inner.config.drain_timeout) => Err(Forced::DrainTimeout),
         }
     }
 
@@ -190,17 +232,19 @@ impl<'a, D: Drain> Shutdown<'a, D> {
         // whatever waits on its socket (an upgraded WebSocket session, say), which could
         // then finish on another worker before being counted.
         let requests = inner.requests.start_cutting();
-        self.tasks_cut = inner.tasks.abort_all();
-        crate::metrics::tasks_cut(self.tasks_cut);
-        self.connections_cut = self.drain.force_close();
-        let anything_cut = requests > 0 || self.tasks_cut > 0 || self.connections_cut > 0;
+        let tasks_cut = inner.tasks.abort_all();
+        crate::metrics::tasks_cut(tasks_cut);
+        let connections_cut = self.drain.force_close();
+        self.progress.tasks_cut += tasks_cut;
+        self.progress.connections_cut += connections_cut;
+        let anything_cut = requests > 0 || tasks_cut > 0 || connections_cut > 0;
         if anything_cut {
             tracing::warn!(
                 target: "terminus",
                 cause = cause.as_str(),
                 requests_cut = requests,
-                connections_cut = self.connections_cut,
-                tasks_cut = self.tasks_cut,
+                connections_cut,
+                tasks_cut,
                 "forced close: cut what was still running"
             );
             // The cut requests report themselves as their guards are dropped.
@@ -214,45 +258,53 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     }
 
     /// CleaningUp: the `on_signal` then the `on_shutdown` hooks.
-    async fn clean_up(&mut self) -> Result<(), Forced> {
+    async fn clean_up(&mut self) {
         let started = Instant::now();
-        self.terminus
+        let terminus = self.terminus;
+        terminus
             .inner
             .phase
             .enter(Phase::CleaningUp, "connections closed");
         let result = async {
-            run_hooks(self.terminus, HookStage::OnSignal, &mut self.hooks).await?;
-            run_hooks(self.terminus, HookStage::OnShutdown, &mut self.hooks).await
+            run_hooks(terminus, HookStage::OnSignal, &mut self.progress).await?;
+            run_hooks(terminus, HookStage::OnShutdown, &mut self.progress).await
         }
         .await;
-        self.durations.cleaning_up = started.elapsed();
-        result
+        self.progress.durations.cleaning_up += started.elapsed();
+        self.forced(result);
     }
 
     /// Stopped: the outcome is published first, so that whoever sees Stopped finds it.
-    fn finish(self, forced: Option<Forced>) -> Outcome {
+    fn finish(self) -> Outcome {
         let inner = &self.terminus.inner;
+        let skipped = self.progress.forced == Some(Forced::SecondSignal);
         // A second signal may skip the clean-up: the phase still passes through it.
-        inner.phase.enter(Phase::CleaningUp, "skipped");
+        inner.phase.enter(Phase::CleaningUp, "hooks skipped");
         let outcome = Outcome {
             reason: self.reason,
-            forced,
+            forced: self.progress.forced,
             requests_drained: inner.requests.drained(),
             requests_cut: inner.requests.cut(),
-            connections_cut: self.connections_cut,
-            tasks_cut: self.tasks_cut,
-            durations: self.durations,
-            hooks: self.hooks,
+            connections_cut: self.progress.connections_cut,
+            tasks_cut: self.progress.tasks_cut,
+            durations: self.progress.durations,
+            hooks: self.progress.hooks.clone(),
             fatal: self.terminus.fatal().map(str::to_owned),
             policy: inner.config.exit_code_policy,
         };
-        // `run` drives one shutdown, so the slot is empty.
+        // Only the driver of the shutdown gets here, once: the slot is empty.
         let _ = inner.outcome.set(outcome.clone());
-        inner.phase.enter(Phase::Stopped, "cleanup done");
+        let reason = if skipped {
+            "second signal: hooks skipped"
+        } else {
+            "cleanup done"
+        };
+        inner.phase.enter(Phase::Stopped, reason);
         tracing::info!(
             target: "terminus",
             reason = %outcome.reason,
             graceful = outcome.is_graceful(),
+            hooks_skipped = skipped,
             requests_drained = outcome.requests_drained,
             requests_cut = outcome.requests_cut,
             connections_cut = outcome.connections_cut,
@@ -268,20 +320,23 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     }
 }
 
-/// Runs the hooks of one stage in order, each bounded by `cleanup_timeout`. Stops early
-/// (with `Err`) when a second signal arrives; the hook then running is aborted.
-async fn run_hooks(
-    terminus: &Terminus,
-    stage: HookStage,
-    results: &mut Vec<HookResult>,
-) -> Result<(), Forced> {
+/// Runs the hooks of one stage in order, each bounded by `cleanup_timeout`, skipping
+/// those a dropped `run` already finished. Stops early (with `Err`) when a second
+/// signal arrives; the hook then running is aborted.
+async fn run_hooks(terminus: &Terminus, stage: HookStage, progress: &mut Progress) -> Result<(), Forced> {
     let inner = &terminus.inner;
     let timeout = inner.config.cleanup_timeout;
-    for hook in inner.hooks.iter().filter(|hook| hook.stage == stage) {
+    for (index, hook) in inner.hooks.iter().enumerate() {
+        if hook.stage != stage || progress.hooks_done.contains(&index) {
+            continue;
+        }
         tokio::select! {
             biased;
             _ = inner.force.cancelled() => return Err(Forced::SecondSignal),
-            result = hook.run(timeout) => results.push(result),
+            result = hook.run(timeout) => {
+                progress.hooks.push(result);
+                progress.hooks_done.push(index);
+            }
         }
     }
     if inner.force.is_cancelled() {
@@ -643,6 +698,96 @@ mod tests {
                 .unwrap_or_else(|_| panic!("outcome() hung in round {round}"))
                 .unwrap();
         }
+    }
+
+    /// Polls `future` once and drops it, as a `select!` whose other branch won would.
+    async fn poll_once_and_drop(future: impl Future<Output = Outcome>) {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let _ = future.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_dropped_before_the_shutdown_leaves_the_next_run_in_charge() {
+        for round in 0..200 {
+            let terminus = serving(Terminus::builder().drain_delay(Duration::ZERO));
+            poll_once_and_drop(terminus.run(NoConnections)).await;
+            let run = tokio::spawn({
+                let terminus = terminus.clone();
+                async move { terminus.run(NoConnections).await }
+            });
+            let waiter = tokio::spawn({
+                let terminus = terminus.clone();
+                async move { terminus.outcome().await }
+            });
+            terminus.shutdown("test");
+            let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .unwrap_or_else(|_| panic!("run() hung after a dropped run() in round {round}"))
+                .unwrap();
+            assert!(outcome.is_graceful());
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .unwrap_or_else(|_| panic!("outcome() hung in round {round}"))
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_dropped_during_the_shutdown_is_resumed_without_repeating_hooks() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let record = |name: &'static str| {
+            let calls = Arc::clone(&calls);
+            move || {
+                let calls = Arc::clone(&calls);
+                async move {
+                    calls.lock().unwrap().push(name);
+                    Ok(())
+                }
+            }
+        };
+        let terminus = serving(
+            Terminus::builder()
+                .drain_delay(Duration::from_secs(5))
+                .drain_timeout(Duration::from_secs(10))
+                .before_shutdown("before", record("before"))
+                .on_shutdown("after", record("after")),
+        );
+        let request = terminus.track_request(());
+        terminus.shutdown("test");
+        let started = tokio::time::Instant::now();
+        // Dropped 2 s into the drain delay, after the before_shutdown hook ran.
+        let _ = tokio::time::timeout(Duration::from_secs(2), terminus.run(NoConnections)).await;
+        assert_eq!(terminus.phase(), Phase::Draining);
+        let run = tokio::spawn({
+            let terminus = terminus.clone();
+            async move { terminus.run(NoConnections).await }
+        });
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        assert_eq!(terminus.phase(), Phase::Closing, "the remaining 3 s of the delay");
+        // Dropped again while Closing waits for the request.
+        run.abort();
+        let _ = run.await;
+        drop(request);
+        let outcome = terminus.run(NoConnections).await;
+        assert!(outcome.is_graceful(), "{outcome:?}");
+        assert_eq!(outcome.requests_drained, 1);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec!["before", "after"],
+            "each hook ran once"
+        );
+        assert_eq!(outcome.hooks.len(), 2);
+        assert_eq!(outcome.durations.draining, Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(terminus.phase(), Phase::Stopped);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

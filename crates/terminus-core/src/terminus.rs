@@ -66,8 +66,8 @@ pub(crate) struct Inner {
     signaled: AtomicBool,
     pub(crate) requests: Arc<Requests>,
     pub(crate) tasks: Arc<TrackedTasks>,
-    /// `run` was called: later calls wait for the outcome of the first.
-    pub(crate) running: AtomicBool,
+    /// The shutdown's progress, locked by the `run` that drives it (see `run.rs`).
+    pub(crate) progress: tokio::sync::Mutex<crate::run::Progress>,
     /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
     pub(crate) outcome: OnceLock<Outcome>,
     pub(crate) health: HealthRegistry,
@@ -128,7 +128,7 @@ impl Terminus {
                 signaled: AtomicBool::new(false),
                 requests: Arc::default(),
                 tasks: Arc::default(),
-                running: AtomicBool::new(false),
+                progress: tokio::sync::Mutex::default(),
                 outcome: OnceLock::new(),
                 health,
                 probe_matchers: Mutex::new(Vec::new()),
@@ -352,6 +352,12 @@ impl Terminus {
     /// Waits until the shutdown is complete and returns its [`Outcome`]: the same one
     /// [`run`](Terminus::run) returned. For code that did not call `run` itself, such
     /// as an `axum::serve` task that only awaited `shutdown_signal`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Only waits: dropping it changes nothing. It resolves once some
+    /// [`run`](Terminus::run) has finished the shutdown; while none drives it (none
+    /// was called, or the one called was dropped), it waits.
     pub async fn outcome(&self) -> Outcome {
         let mut phases = self.subscribe();
         // The outcome is stored before Stopped is announced, so seeing Stopped is
