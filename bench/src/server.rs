@@ -145,11 +145,11 @@ where
 {
     let listener = axum_terminus::bind("127.0.0.1:0", terminus).await?;
     announce(&listener)?;
-    // TERMINUS_HEADER_READ_TIMEOUT=0 turns the server's header timeout off, to measure it.
-    let mut server = axum_terminus::Server::new(terminus).from_env()?;
+    // TERMINUS_HEADER_READ_TIMEOUT=0 turns the server's header timeout off, to measure it
+    // (and BENCH_HYPER_HEADER_TIMEOUT, below, wants it off: see `terminus_controller`).
+    let mut server = axum_terminus::Server::new(terminus);
     if std::env::var_os("BENCH_HYPER_HEADER_TIMEOUT").is_some() {
         // hyper's own header-read timeout instead: a timer armed for every request head.
-        server = server.header_read_timeout(None);
         server
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -166,8 +166,15 @@ where
 /// measured is the library's own cost, not a configured wait) and the two readiness
 /// checks of the probe benchmark.
 fn terminus_controller() -> Result<Terminus, Box<dyn std::error::Error>> {
-    let builder = Terminus::builder().drain_delay(Duration::ZERO);
-    Ok(crate::checks::with_readiness_checks(builder).build()?)
+    let mut builder = Terminus::builder().drain_delay(Duration::ZERO);
+    if std::env::var_os("BENCH_HYPER_HEADER_TIMEOUT").is_some() {
+        // hyper's timer does the job instead (see `serve_terminus`).
+        builder = builder.header_read_timeout(None);
+    }
+    // TERMINUS_HEADER_READ_TIMEOUT, ...
+    Ok(crate::checks::with_readiness_checks(builder)
+        .from_env()?
+        .build()?)
 }
 
 async fn serve_bare(app: Router) -> Result<(), Box<dyn std::error::Error>> {

@@ -12,7 +12,7 @@ use terminus_tests::{get, on_both_runtimes, Reply, H1};
 use tokio::net::TcpListener;
 
 async fn cap_holds_newcomers_in_the_kernel_queue_while_the_admin_port_answers() {
-    let terminus = Terminus::builder().build().unwrap();
+    let terminus = Terminus::builder().max_connections(2).build().unwrap();
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let operator = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -25,7 +25,6 @@ async fn cap_holds_newcomers_in_the_kernel_queue_while_the_admin_port_answers() 
         let terminus = terminus.clone();
         async move {
             Server::new(&terminus)
-                .max_connections(2)
                 .listener(public, app)
                 .admin_listener(admin)
                 .admin_listener_with(operator, operator_routes)

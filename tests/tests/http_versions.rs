@@ -39,7 +39,15 @@ impl Running {
     /// Serves the quickstart's routes on a free loopback port, over TLS if `tls` is
     /// given, with `configure` applied to the server first.
     async fn start(configure: impl FnOnce(Server) -> Server, tls: Option<TlsConfig>) -> Running {
-        let terminus = Terminus::builder().build().unwrap();
+        Running::start_with(Terminus::builder(), configure, tls).await
+    }
+
+    async fn start_with(
+        builder: axum_terminus::Builder,
+        configure: impl FnOnce(Server) -> Server,
+        tls: Option<TlsConfig>,
+    ) -> Running {
+        let terminus = builder.build().unwrap();
         let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -212,14 +220,15 @@ const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const SETTINGS_ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 
 async fn tuning_hyper_keeps_the_servers_own_defaults() {
-    let server = Running::start(
+    let server = Running::start_with(
+        Terminus::builder().header_read_timeout(Some(Duration::from_secs(1))),
         |mut server| {
             server
                 .http2()
                 .max_concurrent_streams(7)
                 .keep_alive_interval(Duration::from_millis(200));
             server.http1().max_buf_size(64 * 1024);
-            server.header_read_timeout(Some(Duration::from_secs(1)))
+            server
         },
         None,
     )

@@ -332,12 +332,89 @@ async fn empty_signal_list_fails_startup_naming_the_variable() {
 }
 
 #[tokio::test]
-async fn server_setting_in_the_environment_fails_startup_naming_the_variable() {
-    let mut server = TestServer::spawn(test_server!(), &[("TERMINUS_HEADER_READ_TIMEOUT", "soon")]);
-    let status = server.wait_exit(Duration::from_secs(10)).await.expect("exits");
-    assert_eq!(status.code(), Some(1));
+async fn server_settings_malformed_or_out_of_range_fail_startup_naming_the_variable_before_binding() {
+    // Read by the same `Terminus::builder().from_env()` as the README's example: the
+    // server's variables too, before anything is bound.
+    let cases = [
+        ("TERMINUS_HEADER_READ_TIMEOUT", "soon"),
+        ("TERMINUS_HEADER_READ_TIMEOUT", "abc"),
+        ("TERMINUS_MAX_CONNECTIONS", "nope"),
+        ("TERMINUS_MAX_CONNECTIONS", "0"),
+        // Tokio's semaphore limit plus one: this used to start listening, then panic.
+        ("TERMINUS_MAX_CONNECTIONS", "2305843009213693952"),
+        ("TERMINUS_IDLE_CLOSE_TIMEOUT", "2days"),
+        ("TERMINUS_DRAIN_TIMEOUT", "100000000years"),
+    ];
+    for (variable, value) in cases {
+        let mut server = TestServer::spawn(test_server!(), &[(variable, value)]);
+        let status = server.wait_exit(Duration::from_secs(10)).await.expect("exits");
+        let stderr = server.stderr().join("\n");
+        assert_eq!(status.code(), Some(1), "{variable}={value}: {stderr}");
+        assert!(
+            stderr.contains(variable) && stderr.contains("invalid configuration"),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{variable}={value}: {stderr}");
+        assert!(
+            !server.stdout().iter().any(|line| line.contains("listening")),
+            "{variable}={value}: nothing was bound"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_misspelled_variable_is_reported_with_the_closest_name_and_the_server_still_runs() {
+    let mut server = start(&[("TERMINUS_DRAIN_DEALY", "5s")]);
     let stderr = server.stderr().join("\n");
-    assert!(stderr.contains("TERMINUS_HEADER_READ_TIMEOUT"), "{stderr}");
+    let warning = server
+        .stderr()
+        .into_iter()
+        .find(|line| line.contains("unknown TERMINUS_* variable"))
+        .unwrap_or_else(|| panic!("no warning about the typo:\n{stderr}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("TERMINUS_DRAIN_DEALY"), "{warning}");
+    assert!(
+        warning.contains("did_you_mean=\"TERMINUS_DRAIN_DELAY\""),
+        "{warning}"
+    );
+    // The effective configuration says what runs: the misspelled delay did not apply.
+    let effective = server
+        .stderr()
+        .into_iter()
+        .find(|line| line.contains("effective configuration"))
+        .unwrap_or_else(|| panic!("no effective configuration event:\n{stderr}"));
+    assert!(
+        effective.contains("drain_delay=\"0s\" drain_delay_from=\"default\""),
+        "{effective}"
+    );
+    server.signal("TERM");
+    let status = server.wait_exit(MARGIN).await.expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_effective_configuration_names_where_each_setting_came_from() {
+    let mut server = start(&[
+        ("TERMINUS_DRAIN_TIMEOUT", "7s"),
+        ("TERMINUS_MAX_CONNECTIONS", "50"),
+    ]);
+    let stderr = server.stderr().join("\n");
+    let effective = server
+        .stderr()
+        .into_iter()
+        .find(|line| line.contains("effective configuration"))
+        .unwrap_or_else(|| panic!("no effective configuration event:\n{stderr}"));
+    for expected in [
+        "drain_timeout=\"7s\" drain_timeout_from=\"environment\"",
+        "max_connections=\"50\" max_connections_from=\"environment\"",
+        "cleanup_timeout=\"3s\" cleanup_timeout_from=\"default\"",
+        "header_read_timeout=\"30s\" header_read_timeout_from=\"default\"",
+    ] {
+        assert!(effective.contains(expected), "{expected} in {effective}");
+    }
+    server.signal("TERM");
+    let status = server.wait_exit(MARGIN).await.expect("exits");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]

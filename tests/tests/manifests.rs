@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use axum_terminus::{Builder, Server, Terminus};
+use axum_terminus::{Builder, Terminus};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -36,16 +36,7 @@ const EXAMPLES: [(&str, ExampleBuilder); 3] = [
 ];
 
 /// The variables the library reads; any other `TERMINUS_*` name is a typo.
-const KNOWN_VARIABLES: [&str; 8] = [
-    terminus_core::ENV_DRAIN_DELAY,
-    terminus_core::ENV_DRAIN_TIMEOUT,
-    terminus_core::ENV_CLEANUP_TIMEOUT,
-    terminus_core::ENV_GRACE_PERIOD,
-    terminus_core::ENV_SIGNALS,
-    axum_terminus::ENV_HEADER_READ_TIMEOUT,
-    axum_terminus::ENV_IDLE_CLOSE_TIMEOUT,
-    axum_terminus::ENV_MAX_CONNECTIONS,
-];
+const KNOWN_VARIABLES: &[&str] = terminus_core::env::VARIABLES;
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -283,14 +274,6 @@ fn check_deployment(deployment: &Value, builder: ExampleBuilder, findings: &mut 
                 continue;
             }
         };
-        if let Err(error) = Server::new(&terminus).from_lookup(lookup) {
-            problems.push(Problem {
-                resource: resource.clone(),
-                field: env_field(error.field()),
-                message: error.to_string(),
-            });
-        }
-
         // The listener must stay open until the kubelet has seen the failing readiness
         // probe: that is when the endpoint stops being `serving`.
         let drain_delay = terminus.config().drain_delay();

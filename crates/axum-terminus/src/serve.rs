@@ -28,18 +28,10 @@ use crate::serve_connection::{Settings, Transport, Versions};
 /// The error type of response bodies (the same as the hooks').
 pub use terminus_core::BoxError;
 
-/// Environment variable for [`Server::header_read_timeout`] (`0` turns it off).
-pub const ENV_HEADER_READ_TIMEOUT: &str = "TERMINUS_HEADER_READ_TIMEOUT";
-/// Environment variable for [`Server::idle_close_timeout`].
-pub const ENV_IDLE_CLOSE_TIMEOUT: &str = "TERMINUS_IDLE_CLOSE_TIMEOUT";
-/// Environment variable for [`Server::max_connections`].
-pub const ENV_MAX_CONNECTIONS: &str = "TERMINUS_MAX_CONNECTIONS";
-
-/// Default [`Server::header_read_timeout`]: hyper's default, and nginx's
-/// `client_header_timeout` is about as long (60 s).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default [`Server::idle_close_timeout`].
-pub const DEFAULT_IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+pub use terminus_core::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT, ENV_HEADER_READ_TIMEOUT, ENV_IDLE_CLOSE_TIMEOUT,
+    ENV_MAX_CONNECTIONS,
+};
 
 /// Serves `service` (an axum `Router`, usually inside a
 /// [`TerminusLayer`](crate::TerminusLayer)) on `listener` until the shutdown has run its
@@ -80,7 +72,9 @@ where
 }
 
 /// A server with one or more listeners under one [`Terminus`]: readiness waits for all
-/// of them, Closing closes all of them, and one [`Outcome`] covers the process.
+/// of them, Closing closes all of them, and one [`Outcome`] covers the process. Its
+/// connection settings (header-read timeout, idle close, connection cap) are the
+/// `Terminus`'s ([`Builder`](crate::Builder) and `TERMINUS_*` variables).
 ///
 /// The server tracks every request at its connections (the `Terminus` then tells
 /// [`TerminusLayer`](crate::TerminusLayer) not to count them again), so a request
@@ -92,12 +86,13 @@ where
 /// use axum_terminus::{Layer, Server, Terminus, TerminusLayer};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let terminus = Terminus::builder().build()?;
-/// let public = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
-/// let outcome = Server::new(&terminus)
-///     .from_env()?                                   // TERMINUS_HEADER_READ_TIMEOUT, ...
+/// let terminus = Terminus::builder()
 ///     .header_read_timeout(Some(Duration::from_secs(10)))
 ///     .max_connections(10_000)
+///     .from_env()?                                   // TERMINUS_MAX_CONNECTIONS, ... win
+///     .build()?;
+/// let public = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
+/// let outcome = Server::new(&terminus)
 ///     .listener(axum_terminus::bind("0.0.0.0:3000", &terminus).await?, public)
 ///     .admin_listener(axum_terminus::bind("0.0.0.0:9000", &terminus).await?)
 ///     .run()
@@ -112,6 +107,7 @@ pub struct Server {
     http2: http2::Builder<TokioExecutor>,
     versions: Versions,
     connect_info: bool,
+    /// Set by the deprecated per-server setters; the `Terminus`'s settings otherwise.
     header_read_timeout: Option<Duration>,
     idle_close_timeout: Duration,
     max_connections: Option<usize>,
@@ -135,73 +131,41 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server with no listener yet, HTTP/1.1 and HTTP/2, the default timeouts and no
-    /// connection cap.
+    /// A server with no listener yet, HTTP/1.1 and HTTP/2, and the `Terminus`'s
+    /// connection settings.
     pub fn new(terminus: &Terminus) -> Server {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         // The HTTP/2 timer only serves keep-alive pings, which are off unless configured.
         // CONNECT lets HTTP/2 clients open WebSockets (RFC 8441), as axum::serve does.
         http2.timer(TokioTimer::new()).enable_connect_protocol();
+        let config = terminus.config();
         Server {
             terminus: terminus.clone(),
             accept_loops: Vec::new(),
             // No hyper timer for HTTP/1: hyper would arm one per request for its
             // header-read timeout; the server's own sweep does that job (see
-            // `header_read_timeout`).
+            // `Builder::header_read_timeout`).
             http1: http1::Builder::new(),
             http2,
             versions: Versions::Both,
             connect_info: false,
-            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
-            idle_close_timeout: DEFAULT_IDLE_CLOSE_TIMEOUT,
-            max_connections: None,
+            header_read_timeout: config.header_read_timeout(),
+            idle_close_timeout: config.idle_close_timeout(),
+            max_connections: config.max_connections(),
             invalid: None,
         }
     }
 
-    /// Applies the variables that are set: [`ENV_HEADER_READ_TIMEOUT`] and
-    /// [`ENV_IDLE_CLOSE_TIMEOUT`] (durations like `10s`; `0` turns the header timeout
-    /// off) and [`ENV_MAX_CONNECTIONS`] (a number). A malformed value is an error naming
-    /// the variable.
+    /// Does nothing more: [`Builder::from_env`](crate::Builder::from_env) reads the
+    /// server's variables too, and the `Server` takes them from the `Terminus`.
+    #[deprecated(note = "`Terminus::builder().from_env()` reads every TERMINUS_* variable, the server's too")]
     pub fn from_env(self) -> Result<Server, ConfigError> {
-        self.from_lookup(|name| std::env::var(name).ok())
+        Ok(self)
     }
 
-    /// [`from_env`](Server::from_env) with a custom lookup.
-    pub fn from_lookup(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
-        let duration = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
-            lookup(name)
-                .map(|value| match value.trim() {
-                    "0" => Ok(Duration::ZERO),
-                    trimmed => humantime::parse_duration(trimmed).map_err(|error| {
-                        ConfigError::new(
-                            name,
-                            format!("invalid duration `{value}` ({error}); expected e.g. `10s`"),
-                        )
-                    }),
-                })
-                .transpose()
-        };
-        if let Some(timeout) = duration(ENV_HEADER_READ_TIMEOUT)? {
-            self.header_read_timeout = Some(timeout).filter(|timeout| !timeout.is_zero());
-        }
-        if let Some(timeout) = duration(ENV_IDLE_CLOSE_TIMEOUT)? {
-            self.idle_close_timeout = timeout;
-        }
-        if let Some(value) = lookup(ENV_MAX_CONNECTIONS) {
-            let limit = value
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|limit| *limit > 0)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        ENV_MAX_CONNECTIONS,
-                        format!("`{value}` is not a number of connections above 0"),
-                    )
-                })?;
-            self.max_connections = Some(limit);
-        }
+    /// Does nothing more: see [`from_env`](Server::from_env).
+    #[deprecated(note = "use `Terminus::builder().from_lookup(..)`: it reads the server's variables too")]
+    pub fn from_lookup(self, _lookup: impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
         Ok(self)
     }
 
@@ -305,13 +269,9 @@ impl Server {
         self
     }
 
-    /// How long a client may take to send a request head (on a new connection, counted
-    /// from the accept; on a keep-alive connection, from the first byte of the head).
-    /// A client that takes longer is disconnected, so that a few hundred slow clients
-    /// cannot hold every file descriptor while the probes starve. Default 30 s; `None`
-    /// turns it off. Idle keep-alive connections are not affected. The timeout is
-    /// enforced by a sweep of the connections, so it fires up to a quarter late; it
-    /// costs a request one atomic load instead of a timer.
+    /// This server's header-read timeout, unless `TERMINUS_HEADER_READ_TIMEOUT` is set
+    /// (the environment wins, as everywhere).
+    #[deprecated(note = "set it on the builder: `Terminus::builder().header_read_timeout(..)`")]
     pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> Server {
         if timeout.is_some_and(|timeout| timeout.is_zero()) {
             self.invalid = Some(ConfigError::new(
@@ -319,30 +279,59 @@ impl Server {
                 "must be greater than zero (None turns it off)",
             ));
         }
-        self.header_read_timeout = timeout;
-        self
-    }
-
-    /// From Closing on, how long a connection with nothing in flight may stay open
-    /// before it is closed: an HTTP/2 peer that never acknowledges the GOAWAY, a client
-    /// that has sent half a request head. Such a connection is closed, not cut: it does
-    /// not make the stop forced. Default 1 s.
-    pub fn idle_close_timeout(mut self, timeout: Duration) -> Server {
-        self.idle_close_timeout = timeout;
-        self
-    }
-
-    /// At most `limit` connections at once on the listeners added with
-    /// [`listener`](Server::listener): at the limit, the server accepts again only when
-    /// one closes, and the kernel queues newcomers meanwhile (up to the listen backlog).
-    /// The [admin listener](Server::admin_listener) is not counted, so the kubelet's
-    /// probes keep their answers: probe there when you set a cap. Default: no cap.
-    pub fn max_connections(mut self, limit: usize) -> Server {
-        if limit == 0 {
-            self.invalid = Some(ConfigError::new("max_connections", "must be greater than zero"));
+        if self.code_may_set(ENV_HEADER_READ_TIMEOUT) {
+            self.header_read_timeout = timeout;
         }
-        self.max_connections = Some(limit);
         self
+    }
+
+    /// This server's idle close timeout, unless `TERMINUS_IDLE_CLOSE_TIMEOUT` is set.
+    #[deprecated(note = "set it on the builder: `Terminus::builder().idle_close_timeout(..)`")]
+    pub fn idle_close_timeout(mut self, timeout: Duration) -> Server {
+        if timeout.is_zero() {
+            self.invalid = Some(ConfigError::new(
+                "idle_close_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.code_may_set(ENV_IDLE_CLOSE_TIMEOUT) {
+            self.idle_close_timeout = timeout;
+        }
+        self
+    }
+
+    /// This server's connection cap, unless `TERMINUS_MAX_CONNECTIONS` is set.
+    #[deprecated(note = "set it on the builder: `Terminus::builder().max_connections(..)`")]
+    pub fn max_connections(mut self, limit: usize) -> Server {
+        if limit == 0 || limit > terminus_core::env::MAX_CONNECTIONS {
+            self.invalid = Some(ConfigError::new(
+                "max_connections",
+                format!("must be between 1 and {}", terminus_core::env::MAX_CONNECTIONS),
+            ));
+        }
+        if self.code_may_set(ENV_MAX_CONNECTIONS) {
+            self.max_connections = Some(limit);
+        }
+        self
+    }
+
+    /// Whether a setting may still be changed in code: not when the environment set it.
+    fn code_may_set(&self, variable: &str) -> bool {
+        let name = variable.trim_start_matches("TERMINUS_").to_ascii_lowercase();
+        let environment = self
+            .terminus
+            .config()
+            .settings()
+            .into_iter()
+            .any(|(setting, _, source)| setting == name && source == terminus_core::Source::Environment);
+        if environment {
+            tracing::info!(
+                target: "terminus",
+                variable,
+                "server setting in code ignored: the environment sets it"
+            );
+        }
+        !environment
     }
 
     /// Serves HTTP/1 only: an HTTP/2 client is refused (its preface is not a valid

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ExitCodePolicy, ENV_DRAIN_DELAY};
+use crate::config::{Config, ConfigError, ExitCodePolicy, Source};
+use crate::env::{closest_known, Env};
 use crate::health::{Check, HealthRegistry};
 use crate::hooks::{BoxError, Hook, HookStage};
 use crate::phase::PhaseCell;
@@ -17,20 +18,26 @@ use crate::terminus::Terminus;
 #[must_use = "a builder does nothing until build() is called"]
 pub struct Builder {
     config: Config,
-    drain_delay_set: bool,
+    /// What `from_env` read: applied over the code's settings by `build()`.
+    env: Option<Env>,
+    deny_unknown_env: bool,
     readiness_probe: Option<(Duration, u32)>,
     hooks: Vec<Hook>,
     checks: Vec<Check>,
 }
 
 impl Builder {
-    /// Applies the `TERMINUS_*` environment variables that are set:
-    /// [`ENV_DRAIN_DELAY`], [`ENV_DRAIN_TIMEOUT`](crate::ENV_DRAIN_TIMEOUT),
-    /// [`ENV_CLEANUP_TIMEOUT`](crate::ENV_CLEANUP_TIMEOUT) and
-    /// [`ENV_GRACE_PERIOD`](crate::ENV_GRACE_PERIOD) (durations like `1500ms`, `5s`,
-    /// `1m 30s`), and [`ENV_SIGNALS`](crate::ENV_SIGNALS) (a list like
-    /// `SIGTERM,SIGINT,SIGUSR2`). A malformed or empty
-    /// value is an error naming the variable; nothing is half-applied.
+    /// Reads the `TERMINUS_*` environment variables (every one the library knows:
+    /// [`VARIABLES`](crate::env::VARIABLES)), to be applied by [`build`](Builder::build)
+    /// **over** the settings made in code, wherever this call sits in the chain: code
+    /// gives the defaults, the environment overrides them (see [`env`](crate::env)).
+    ///
+    /// Durations use humantime's format (`1500ms`, `5s`, `1m 30s`) and must be at most
+    /// a day; `TERMINUS_SIGNALS` is a list like `SIGTERM,SIGINT,SIGUSR2`;
+    /// `TERMINUS_MAX_CONNECTIONS` a number from 1. A malformed, empty or out-of-range
+    /// value is an error naming the variable, before anything is bound. A `TERMINUS_*`
+    /// name that no setting reads is reported by `build()` with the closest known name
+    /// (a `WARN`, or an error with [`deny_unknown_env`](Builder::deny_unknown_env)).
     ///
     /// ```
     /// use terminus_core::Terminus;
@@ -39,36 +46,76 @@ impl Builder {
     /// let error = Terminus::builder().from_lookup(lookup).unwrap_err();
     /// assert_eq!(error.field(), "TERMINUS_DRAIN_TIMEOUT");
     /// ```
-    pub fn from_env(self) -> Result<Self, ConfigError> {
-        self.from_lookup(|name| std::env::var(name).ok())
+    pub fn from_env(mut self) -> Result<Self, ConfigError> {
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        self.env = Some(Env::read(|name| std::env::var(name).ok(), names)?);
+        Ok(self)
     }
 
-    /// [`from_env`](Builder::from_env) with a custom lookup.
+    /// [`from_env`](Builder::from_env) with a custom lookup (which cannot list names,
+    /// so no unknown name is reported).
     pub fn from_lookup(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        if lookup(ENV_DRAIN_DELAY).is_some() {
-            self.drain_delay_set = true;
-        }
-        self.config = self.config.apply_env(lookup)?;
+        self.env = Some(Env::read(lookup, Vec::new())?);
         Ok(self)
+    }
+
+    /// Whether a `TERMINUS_*` variable that no setting reads makes `build()` fail
+    /// (naming it and the closest known name) instead of logging a `WARN`. Default
+    /// `false`.
+    pub fn deny_unknown_env(mut self, deny: bool) -> Self {
+        self.deny_unknown_env = deny;
+        self
+    }
+
+    /// How long a client may take to send a request head (on a new connection counted
+    /// from the accept, and on HTTP/2 until its first request's HEADERS; on an HTTP/1
+    /// keep-alive connection from the first byte of the next head). A client that takes
+    /// longer is disconnected, so that slow or silent clients cannot hold every file
+    /// descriptor or connection slot. Default 30 s; `None` turns it off.
+    /// `TERMINUS_HEADER_READ_TIMEOUT` (`0`: off).
+    pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.header_read_timeout = timeout;
+        self.config.sources.header_read_timeout = Source::Code;
+        self
+    }
+
+    /// From Closing on, how long a connection with nothing in flight may stay open
+    /// before it is closed: an HTTP/2 peer that never acknowledges the GOAWAY, half a
+    /// request head, a new connection that has not sent its request yet. Closed, not
+    /// cut. Default 1 s. `TERMINUS_IDLE_CLOSE_TIMEOUT`.
+    pub fn idle_close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_close_timeout = timeout;
+        self.config.sources.idle_close_timeout = Source::Code;
+        self
+    }
+
+    /// At most `limit` connections at once on the server's public listeners; the admin
+    /// listener is not counted. Default: no cap. `TERMINUS_MAX_CONNECTIONS`.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.config.max_connections = Some(limit);
+        self.config.sources.max_connections = Source::Code;
+        self
     }
 
     /// How long readiness fails while traffic is still served, before the listener
     /// closes. Default: 5 s in Kubernetes, else 0.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.config.drain_delay = delay;
-        self.drain_delay_set = true;
+        self.config.sources.drain_delay = Source::Code;
         self
     }
 
     /// How long Closing waits for in-flight work before cutting it. Default 20 s.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.config.drain_timeout = timeout;
+        self.config.sources.drain_timeout = Source::Code;
         self
     }
 
     /// The bound on each hook. Default 3 s.
     pub fn cleanup_timeout(mut self, timeout: Duration) -> Self {
         self.config.cleanup_timeout = timeout;
+        self.config.sources.cleanup_timeout = Source::Code;
         self
     }
 
@@ -76,6 +123,7 @@ impl Builder {
     /// when the worst-case shutdown does not fit inside it.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.config.grace_period = Some(grace);
+        self.config.sources.grace_period = Source::Code;
         self
     }
 
@@ -93,6 +141,7 @@ impl Builder {
     /// there it is far more likely a mistake).
     pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
         self.config.signals = signals.into_iter().collect();
+        self.config.sources.signals = Source::Code;
         self
     }
 
@@ -217,6 +266,10 @@ impl Builder {
     /// process: no signal handler is installed and no task is spawned until the server
     /// runs (see [`Terminus::listen_for_signals`]).
     pub fn build(mut self) -> Result<Terminus, ConfigError> {
+        if let Some(env) = self.env.take() {
+            self.report_unknown(&env.unknown)?;
+            env.apply(&mut self.config);
+        }
         if let Some((period, threshold)) = self.readiness_probe {
             if threshold == 0 || period.is_zero() {
                 return Err(ConfigError::new(
@@ -224,8 +277,9 @@ impl Builder {
                     "period and failure_threshold must be greater than zero",
                 ));
             }
-            if !self.drain_delay_set {
+            if self.config.sources.drain_delay == Source::Default {
                 self.config.drain_delay = period.saturating_mul(threshold);
+                self.config.sources.drain_delay = Source::Code;
             }
         }
         let before = self.count_hooks(|stage| stage == HookStage::BeforeShutdown);
@@ -246,6 +300,30 @@ impl Builder {
         Ok(Terminus::from_parts(self.config, self.hooks, health, phase))
     }
 
+    /// Warns about (or, with `deny_unknown_env`, rejects) each `TERMINUS_*` name that
+    /// no setting reads.
+    fn report_unknown(&self, unknown: &[String]) -> Result<(), ConfigError> {
+        for name in unknown {
+            let closest = closest_known(name);
+            if self.deny_unknown_env {
+                let hint = closest
+                    .map(|known| format!("; did you mean `{known}`?"))
+                    .unwrap_or_default();
+                return Err(ConfigError::new(
+                    "deny_unknown_env",
+                    format!("`{name}` is not a variable terminus-rs reads{hint}"),
+                ));
+            }
+            tracing::warn!(
+                target: "terminus",
+                variable = name.as_str(),
+                did_you_mean = closest.unwrap_or(""),
+                "unknown TERMINUS_* variable ignored"
+            );
+        }
+        Ok(())
+    }
+
     fn count_hooks(&self, matches: impl Fn(HookStage) -> bool) -> usize {
         self.hooks.iter().filter(|hook| matches(hook.stage)).count()
     }
@@ -259,5 +337,94 @@ impl ExitCodePolicy {
         } else {
             ExitCodePolicy::SignalNumber
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{ENV_DRAIN_DELAY, ENV_MAX_CONNECTIONS};
+
+    fn lookup(name: &str) -> Option<String> {
+        match name {
+            ENV_DRAIN_DELAY => Some("2s".to_owned()),
+            ENV_MAX_CONNECTIONS => Some("100".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_environment_wins_wherever_from_env_sits_in_the_chain() {
+        let first = Terminus::builder()
+            .from_lookup(lookup)
+            .unwrap()
+            .drain_delay(Duration::from_secs(9))
+            .max_connections(7)
+            .drain_timeout(Duration::from_secs(11))
+            .build()
+            .unwrap();
+        let last = Terminus::builder()
+            .drain_delay(Duration::from_secs(9))
+            .max_connections(7)
+            .drain_timeout(Duration::from_secs(11))
+            .from_lookup(lookup)
+            .unwrap()
+            .build()
+            .unwrap();
+        for terminus in [&first, &last] {
+            let config = terminus.config();
+            assert_eq!(config.drain_delay(), Duration::from_secs(2));
+            assert_eq!(config.max_connections(), Some(100));
+            assert_eq!(
+                config.drain_timeout(),
+                Duration::from_secs(11),
+                "code sets what the environment does not"
+            );
+        }
+        assert_eq!(first.config().settings(), last.config().settings());
+        let sources: Vec<_> = first
+            .config()
+            .settings()
+            .into_iter()
+            .map(|(name, _, source)| (name, source))
+            .collect();
+        assert!(sources.contains(&("drain_delay", Source::Environment)));
+        assert!(sources.contains(&("drain_timeout", Source::Code)));
+        assert!(sources.contains(&("cleanup_timeout", Source::Default)));
+    }
+
+    #[test]
+    fn out_of_range_settings_in_code_fail_at_build_naming_the_field() {
+        let cases: Vec<(Builder, &str)> = vec![
+            (Terminus::builder().max_connections(0), "max_connections"),
+            (Terminus::builder().max_connections(usize::MAX), "max_connections"),
+            (
+                Terminus::builder().header_read_timeout(Some(Duration::ZERO)),
+                "header_read_timeout",
+            ),
+            (
+                Terminus::builder().idle_close_timeout(Duration::ZERO),
+                "idle_close_timeout",
+            ),
+            (
+                Terminus::builder().drain_timeout(Duration::from_secs(u64::MAX)),
+                "drain_timeout",
+            ),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().unwrap_err().field(), field);
+        }
+    }
+
+    #[test]
+    fn deny_unknown_env_makes_a_typo_an_error_naming_the_closest_variable() {
+        let mut builder = Terminus::builder().deny_unknown_env(true);
+        builder.env = Some(Env::read(|_| None, vec!["TERMINUS_DRAIN_DEALY".to_owned()]).unwrap());
+        let error = builder.build().unwrap_err();
+        assert!(error.message().contains("TERMINUS_DRAIN_DEALY"), "{error}");
+        assert!(
+            error.message().contains("did you mean `TERMINUS_DRAIN_DELAY`"),
+            "{error}"
+        );
     }
 }

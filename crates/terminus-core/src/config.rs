@@ -4,19 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::env::ENV_SIGNALS;
 use crate::signal::Signal;
-
-/// Environment variable for [`Config::drain_delay`].
-pub const ENV_DRAIN_DELAY: &str = "TERMINUS_DRAIN_DELAY";
-/// Environment variable for [`Config::drain_timeout`].
-pub const ENV_DRAIN_TIMEOUT: &str = "TERMINUS_DRAIN_TIMEOUT";
-/// Environment variable for [`Config::cleanup_timeout`].
-pub const ENV_CLEANUP_TIMEOUT: &str = "TERMINUS_CLEANUP_TIMEOUT";
-/// Environment variable for [`Config::grace_period`]: the pod's
-/// `terminationGracePeriodSeconds`, as a duration (`30s`).
-pub const ENV_GRACE_PERIOD: &str = "TERMINUS_GRACE_PERIOD";
-/// Environment variable for [`Config::signals`]: a comma-separated list, e.g. `SIGTERM,SIGINT,SIGUSR2`.
-pub const ENV_SIGNALS: &str = "TERMINUS_SIGNALS";
 
 /// The drain delay used when running in Kubernetes: long enough for the endpoint
 /// removal to reach kube-proxy and most ingress controllers.
@@ -25,6 +14,47 @@ pub const KUBERNETES_DRAIN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default [`Config::cleanup_timeout`].
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`Config::header_read_timeout`]: hyper's default; nginx's
+/// `client_header_timeout` is about as long (60 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Config::idle_close_timeout`].
+pub const DEFAULT_IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a setting's value came from, as the effective configuration reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Nobody set it.
+    #[default]
+    Default,
+    /// The [`Builder`](crate::Builder) set it.
+    Code,
+    /// A `TERMINUS_*` variable set it (read by [`Builder::from_env`](crate::Builder::from_env)).
+    Environment,
+}
+
+impl Source {
+    /// `default`, `code` or `environment`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Code => "code",
+            Source::Environment => "environment",
+        }
+    }
+}
+
+/// Where each setting that the environment can set came from.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sources {
+    pub(crate) drain_delay: Source,
+    pub(crate) drain_timeout: Source,
+    pub(crate) cleanup_timeout: Source,
+    pub(crate) grace_period: Source,
+    pub(crate) signals: Source,
+    pub(crate) header_read_timeout: Source,
+    pub(crate) idle_close_timeout: Source,
+    pub(crate) max_connections: Source,
+}
 
 /// Which exit code [`Outcome::exit_code`](crate::Outcome::exit_code) reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +84,10 @@ pub struct Config {
     pub(crate) shutdown_on_fatal: bool,
     pub(crate) require_mark_ready: bool,
     pub(crate) grace_period: Option<Duration>,
+    pub(crate) header_read_timeout: Option<Duration>,
+    pub(crate) idle_close_timeout: Duration,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) sources: Sources,
 }
 
 impl Config {
@@ -108,6 +142,85 @@ impl Config {
     pub fn grace_period(&self) -> Option<Duration> {
         self.grace_period
     }
+
+    /// How long a client may take to send a request head: on a new connection counted
+    /// from the accept (on HTTP/2, until its first request's HEADERS), on an HTTP/1
+    /// keep-alive connection from the first byte of the head. `None`: no bound.
+    /// Default 30 s. Enforced by servers such as `axum-terminus`'s.
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        self.header_read_timeout
+    }
+
+    /// From Closing on, how long a connection with nothing in flight may stay open.
+    /// Default 1 s. Enforced by servers such as `axum-terminus`'s.
+    pub fn idle_close_timeout(&self) -> Duration {
+        self.idle_close_timeout
+    }
+
+    /// At most this many connections at once on the public listeners. Default: no cap.
+    pub fn max_connections(&self) -> Option<usize> {
+        self.max_connections
+    }
+
+    /// Logs one `INFO` event (target `terminus`) with every setting, its value and
+    /// where it came from (`default`, `code`, `environment`): what runs, for the
+    /// operator. [`Terminus::run`](crate::Terminus::run) calls it once, at start.
+    pub fn log_effective(&self) {
+        let settings = self.settings();
+        let value = |i: usize| settings[i].1.as_str();
+        let from = |i: usize| settings[i].2.as_str();
+        tracing::info!(
+            target: "terminus",
+            drain_delay = value(0), drain_delay_from = from(0),
+            drain_timeout = value(1), drain_timeout_from = from(1),
+            cleanup_timeout = value(2), cleanup_timeout_from = from(2),
+            grace_period = value(3), grace_period_from = from(3),
+            signals = value(4), signals_from = from(4),
+            header_read_timeout = value(5), header_read_timeout_from = from(5),
+            idle_close_timeout = value(6), idle_close_timeout_from = from(6),
+            max_connections = value(7), max_connections_from = from(7),
+            force_on_second_signal = self.force_on_second_signal,
+            shutdown_on_fatal = self.shutdown_on_fatal,
+            require_mark_ready = self.require_mark_ready,
+            "effective configuration"
+        );
+    }
+
+    /// Every setting, its value as text, and where it came from: what the
+    /// `effective configuration` event at start lists.
+    pub fn settings(&self) -> Vec<(&'static str, String, Source)> {
+        let s = &self.sources;
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        let optional = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), duration);
+        let signals: Vec<&str> = self.signals.iter().map(|signal| signal.name()).collect();
+        vec![
+            ("drain_delay", duration(self.drain_delay), s.drain_delay),
+            ("drain_timeout", duration(self.drain_timeout), s.drain_timeout),
+            (
+                "cleanup_timeout",
+                duration(self.cleanup_timeout),
+                s.cleanup_timeout,
+            ),
+            ("grace_period", optional(self.grace_period), s.grace_period),
+            ("signals", signals.join(","), s.signals),
+            (
+                "header_read_timeout",
+                optional(self.header_read_timeout),
+                s.header_read_timeout,
+            ),
+            (
+                "idle_close_timeout",
+                duration(self.idle_close_timeout),
+                s.idle_close_timeout,
+            ),
+            (
+                "max_connections",
+                self.max_connections
+                    .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                s.max_connections,
+            ),
+        ]
+    }
 }
 
 impl Default for Config {
@@ -127,41 +240,15 @@ impl Default for Config {
             shutdown_on_fatal: true,
             require_mark_ready: false,
             grace_period: None,
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_close_timeout: DEFAULT_IDLE_CLOSE_TIMEOUT,
+            max_connections: None,
+            sources: Sources::default(),
         }
     }
 }
 
 impl Config {
-    /// Overrides settings from the `TERMINUS_*` variables that `lookup` finds (see
-    /// [`Builder::from_env`](crate::Builder::from_env)). A malformed value is an error
-    /// naming the variable; nothing is half-applied.
-    pub(crate) fn apply_env(
-        mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let duration = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
-            lookup(name)
-                .map(|value| parse_duration(&value).map_err(|message| ConfigError::new(name, message)))
-                .transpose()
-        };
-        if let Some(value) = duration(ENV_DRAIN_DELAY)? {
-            self.drain_delay = value;
-        }
-        if let Some(value) = duration(ENV_DRAIN_TIMEOUT)? {
-            self.drain_timeout = value;
-        }
-        if let Some(value) = duration(ENV_CLEANUP_TIMEOUT)? {
-            self.cleanup_timeout = value;
-        }
-        if let Some(value) = duration(ENV_GRACE_PERIOD)? {
-            self.grace_period = Some(value);
-        }
-        if let Some(list) = lookup(ENV_SIGNALS) {
-            self.signals = parse_signals(&list)?;
-        }
-        Ok(self)
-    }
-
     /// Checks the settings. `before_hooks` is the number of `before_shutdown` hooks
     /// (they run during the drain delay) and `cleanup_hooks` the number of `on_signal`
     /// and `on_shutdown` hooks; each hook may use a whole `cleanup_timeout`.
@@ -177,6 +264,38 @@ impl Config {
                 "cleanup_timeout",
                 "must be greater than zero: a zero cleanup timeout fails every hook",
             ));
+        }
+        for (field, duration) in [
+            ("drain_delay", Some(self.drain_delay)),
+            ("drain_timeout", Some(self.drain_timeout)),
+            ("cleanup_timeout", Some(self.cleanup_timeout)),
+            ("grace_period", self.grace_period),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_close_timeout", Some(self.idle_close_timeout)),
+        ] {
+            if duration.is_some_and(|duration| duration > crate::env::MAX_DURATION) {
+                return Err(ConfigError::new(field, "must be at most 1 day"));
+            }
+        }
+        if self.header_read_timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return Err(ConfigError::new(
+                "header_read_timeout",
+                "must be greater than zero (None turns it off)",
+            ));
+        }
+        if self.idle_close_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "idle_close_timeout",
+                "must be greater than zero: a new connection gets this long to send the request it was opened for",
+            ));
+        }
+        if let Some(limit) = self.max_connections {
+            if limit == 0 || limit > crate::env::MAX_CONNECTIONS {
+                return Err(ConfigError::new(
+                    "max_connections",
+                    format!("must be between 1 and {}", crate::env::MAX_CONNECTIONS),
+                ));
+            }
         }
         if let Some(grace) = self.grace_period {
             let budget = self.worst_case(before_hooks, cleanup_hooks);
@@ -219,7 +338,7 @@ impl Config {
 
 /// Parses `SIGTERM,SIGINT`. An empty list is an error: it would leave the process with
 /// no graceful shutdown at all, SIGTERM killing it on the spot.
-fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
+pub(crate) fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
     let signals = list
         .split(',')
         .filter(|name| !name.trim().is_empty())
@@ -238,10 +357,17 @@ fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
     Ok(signals)
 }
 
-/// Parses `1500ms`, `5s`, `1m 30s` (humantime's format) into a duration.
-pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
+/// Parses `1500ms`, `5s`, `1m 30s` (humantime's format) into a duration; an error
+/// names `field` and keeps humantime's as its source.
+pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(value.trim()).map_err(|error| {
-        format!("invalid duration `{value}` ({error}); expected a number and a unit, like `1500ms` or `5s`")
+        ConfigError::new(
+            field,
+            format!(
+                "invalid duration `{value}` ({error}); expected a number and a unit, like `1500ms` or `5s`"
+            ),
+        )
+        .with_source(error)
     })
 }
 
@@ -254,10 +380,11 @@ fn fmt_duration(duration: Duration) -> humantime::FormattedDuration {
 }
 
 /// An invalid setting: which field (or environment variable) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     field: &'static str,
     message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ConfigError {
@@ -266,7 +393,14 @@ impl ConfigError {
         ConfigError {
             field,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source` (kept for [`Error::source`](std::error::Error::source)).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
+        self.source = Some(std::sync::Arc::new(source));
+        self
     }
 
     /// The field or environment variable at fault, e.g. `drain_timeout` or `TERMINUS_DRAIN_DELAY`.
@@ -280,53 +414,76 @@ impl ConfigError {
     }
 }
 
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        self.field == other.field && self.message == other.message
+    }
+}
+
+impl Eq for ConfigError {}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid configuration: {}: {}", self.field, self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    use crate::env::{Env, ENV_CLEANUP_TIMEOUT, ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT};
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let pairs: Vec<(String, String)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        let env = Env::read(
+            |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            Vec::new(),
+        )?;
+        let mut config = Config::default();
+        env.apply(&mut config);
+        Ok(config)
     }
 
     #[test]
     fn environment_durations_accept_milliseconds_and_seconds() {
-        let config = Config::default()
-            .apply_env(env(&[
-                (ENV_DRAIN_DELAY, "1500ms"),
-                (ENV_DRAIN_TIMEOUT, "5s"),
-                (ENV_CLEANUP_TIMEOUT, "1m 30s"),
-                (ENV_SIGNALS, "SIGTERM, usr2"),
-            ]))
-            .unwrap();
+        let config = from_env(&[
+            (ENV_DRAIN_DELAY, "1500ms"),
+            (ENV_DRAIN_TIMEOUT, "5s"),
+            (ENV_CLEANUP_TIMEOUT, "1m 30s"),
+            (ENV_SIGNALS, "SIGTERM, usr2"),
+        ])
+        .unwrap();
         assert_eq!(config.drain_delay, Duration::from_millis(1500));
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.cleanup_timeout, Duration::from_secs(90));
         assert_eq!(config.signals, vec![Signal::Term, Signal::Usr2]);
+        assert_eq!(config.sources.drain_delay, Source::Environment);
+        assert_eq!(config.sources.grace_period, Source::Default);
     }
 
     #[test]
-    fn malformed_environment_value_names_the_variable() {
-        let error = Config::default()
-            .apply_env(env(&[(ENV_DRAIN_DELAY, "5")]))
-            .unwrap_err();
+    fn malformed_environment_value_names_the_variable_and_keeps_its_cause() {
+        let error = from_env(&[(ENV_DRAIN_DELAY, "5")]).unwrap_err();
         assert_eq!(error.field(), ENV_DRAIN_DELAY);
         assert!(error.to_string().contains("TERMINUS_DRAIN_DELAY"), "{error}");
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "humantime's error is the source"
+        );
 
-        let error = Config::default()
-            .apply_env(env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]))
-            .unwrap_err();
+        let error = from_env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]).unwrap_err();
         assert_eq!(error.field(), ENV_SIGNALS);
         assert!(error.message().contains("SIGNOPE"));
     }
@@ -334,9 +491,7 @@ mod tests {
     #[test]
     fn an_empty_signal_list_is_an_error_naming_the_variable() {
         for value in ["", " ", ",", " , ,"] {
-            let error = Config::default()
-                .apply_env(env(&[(ENV_SIGNALS, value)]))
-                .unwrap_err();
+            let error = from_env(&[(ENV_SIGNALS, value)]).unwrap_err();
             assert_eq!(error.field(), ENV_SIGNALS, "for `{value}`");
             assert!(error.message().contains("names no signal"), "{error}");
         }

@@ -38,6 +38,7 @@
 
 mod builder;
 mod config;
+pub mod env;
 pub mod health;
 mod hooks;
 pub mod metrics;
@@ -52,8 +53,12 @@ mod terminus;
 
 pub use builder::Builder;
 pub use config::{
-    Config, ConfigError, ExitCodePolicy, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, ENV_CLEANUP_TIMEOUT,
-    ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_SIGNALS, KUBERNETES_DRAIN_DELAY,
+    Config, ConfigError, ExitCodePolicy, Source, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT, KUBERNETES_DRAIN_DELAY,
+};
+pub use env::{
+    ENV_CLEANUP_TIMEOUT, ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HEADER_READ_TIMEOUT,
+    ENV_IDLE_CLOSE_TIMEOUT, ENV_MAX_CONNECTIONS, ENV_SIGNALS,
 };
 pub use health::{Check, CheckError, CheckKind};
 pub use hooks::{with_state, BoxError, HookResult, HookStage, HookStatus};

@@ -78,6 +78,8 @@ pub(crate) struct Progress {
     connections_cut: usize,
     tasks_cut: usize,
     forced: Option<Forced>,
+    /// The effective configuration was logged.
+    announced: bool,
 }
 
 impl Terminus {
@@ -110,9 +112,13 @@ impl Terminus {
     pub async fn run(&self, drain: impl Drain) -> Outcome {
         // Held until this future ends or is dropped: one driver at a time, and a
         // waiting `run` takes over from a dropped one.
-        let progress = self.inner.progress.lock().await;
+        let mut progress = self.inner.progress.lock().await;
         if let Some(outcome) = self.inner.outcome.get() {
             return outcome.clone();
+        }
+        if !progress.announced {
+            progress.announced = true;
+            self.inner.config.log_effective();
         }
         self.listen_for_signals();
         self.inner.health.start_background();

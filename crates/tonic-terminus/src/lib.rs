@@ -33,7 +33,7 @@
 //! // The HTTP probes answer on the same port (over HTTP/2).
 //! let app = TerminusLayer::new(&terminus).layer(routes);
 //! let listener = axum_terminus::bind("0.0.0.0:50051", &terminus).await?;
-//! let outcome = Server::new(&terminus).from_env()?.http2_only().listener(listener, app).run().await;
+//! let outcome = Server::new(&terminus).http2_only().listener(listener, app).run().await;
 //! Ok(outcome.exit_code())
 //! # }
 //! ```

@@ -61,7 +61,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
 
     let public = axum_terminus::bind(format!("{host}:{public_port}"), &terminus).await?;
     let admin = axum_terminus::bind(format!("{host}:{admin_port}"), &terminus).await?;
-    let server = Server::new(&terminus).from_env()?;
+    let server = Server::new(&terminus);
     // The admin address first: whoever waits for the `listening` line then has both.
     println!("admin probes on http://{}", admin.local_addr()?);
     println!("admin-port listening on http://{}", public.local_addr()?);

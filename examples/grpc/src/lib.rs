@@ -166,7 +166,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     let terminus = builder.from_env()?.build()?;
     let health = health(&terminus, depends_on.is_some())?;
     // HTTP/2 only: gRPC's transport. TERMINUS_HEADER_READ_TIMEOUT, ... apply.
-    let server = Server::new(&terminus).from_env()?.http2_only();
+    let server = Server::new(&terminus).http2_only();
 
     // Outermost: the HTTP probes answer on the gRPC port, before the routes.
     let app = TerminusLayer::new(&terminus).layer(routes(&terminus, health));

@@ -64,7 +64,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
         )
         .from_env()?
         .build()?;
-    let server = Server::new(&terminus).from_env()?;
+    let server = Server::new(&terminus);
 
     let app = TerminusLayer::new(&terminus).layer(notes::router(pool));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;

@@ -126,8 +126,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
         _ => builder,
     };
     let terminus = builder.from_env()?.build()?;
-    // TERMINUS_HEADER_READ_TIMEOUT, TERMINUS_IDLE_CLOSE_TIMEOUT, TERMINUS_MAX_CONNECTIONS.
-    let server = Server::new(&terminus).from_env()?;
+    let server = Server::new(&terminus);
 
     // Around the whole app: probes are answered before routing. `with_state(())` turns
     // the handlers into routes once, as axum::serve does; a Router called as a plain

@@ -35,7 +35,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
         Err(_) => DEFAULT_PORT,
     };
     let terminus = builder.from_env()?.build()?;
-    let server = Server::new(&terminus).from_env()?;
+    let server = Server::new(&terminus);
     let tls = tls_config()?;
     let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;

@@ -87,7 +87,6 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
     let outcome = Server::new(&terminus)
-        .from_env()?
         .listener(public, app)
         .admin_listener(admin)
         .run()
