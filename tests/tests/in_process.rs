@@ -286,6 +286,9 @@ async fn a_listener_of_the_users_own_drains_and_cuts_like_tcp() {
         }
     }
 
+    // The defaults: nothing this listener can do better than axum's `Listener` API.
+    impl axum_terminus::TerminusListener for NamingListener {}
+
     let terminus = Terminus::builder()
         .drain_delay(Duration::from_millis(300))
         .drain_timeout(Duration::from_millis(1500))

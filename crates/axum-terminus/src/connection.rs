@@ -8,8 +8,6 @@
 //! phase from the `Terminus` and decides; nothing here keeps a copy of the phase.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
@@ -19,6 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 
 use crate::clock::{Clock, Tick};
+use crate::listener::Peer;
 
 /// Locks data that stays consistent even if a holder panicked: every critical
 /// section is one insert, remove or read.
@@ -43,58 +42,6 @@ impl Protocol {
             Protocol::Unknown => "unknown",
             Protocol::Http1 => "HTTP/1.1",
             Protocol::Http2 => "HTTP/2",
-        }
-    }
-}
-
-/// Who is on the other end: an IP address, or a name (a Unix socket's path).
-#[derive(Clone, Debug)]
-pub(crate) enum Peer {
-    Ip(SocketAddr),
-    Named(Box<str>),
-}
-
-impl Peer {
-    /// The peer of a listener's address type: an IP address when it is one; for a Unix
-    /// socket, its path (or the listener's, since clients are usually unnamed); else
-    /// the address's `Debug` form.
-    pub(crate) fn of<A: fmt::Debug + 'static>(addr: &A, listener: &str) -> Peer {
-        let any: &dyn std::any::Any = addr;
-        if let Some(ip) = any.downcast_ref::<SocketAddr>() {
-            return Peer::Ip(*ip);
-        }
-        #[cfg(unix)]
-        if let Some(unix) = any.downcast_ref::<tokio::net::unix::SocketAddr>() {
-            if unix.as_pathname().is_none() {
-                return Peer::Named(listener.into());
-            }
-        }
-        Peer::Named(describe(addr).into())
-    }
-}
-
-/// How the logs name a listener's or a peer's address: `127.0.0.1:3000`,
-/// `unix:/run/app.sock`, or the `Debug` form of another listener's address.
-pub(crate) fn describe<A: fmt::Debug + 'static>(addr: &A) -> String {
-    let any: &dyn std::any::Any = addr;
-    if let Some(ip) = any.downcast_ref::<SocketAddr>() {
-        return ip.to_string();
-    }
-    #[cfg(unix)]
-    if let Some(unix) = any.downcast_ref::<tokio::net::unix::SocketAddr>() {
-        return match unix.as_pathname() {
-            Some(path) => format!("unix:{}", path.display()),
-            None => "unix:(unnamed)".to_owned(),
-        };
-    }
-    format!("{addr:?}")
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Ip(addr) => addr.fmt(f),
-            Peer::Named(name) => f.write_str(name),
         }
     }
 }

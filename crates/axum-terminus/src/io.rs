@@ -1,8 +1,7 @@
 //! [`ConnectionIo`]: a connection's socket, which keeps the connection registered for
 //! as long as it lives, notes what arrives, and can be cut from outside.
 
-use std::any::Any;
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connection::{Connection, Protocol, Registered};
+use crate::listener::TerminusListener;
 
 pin_project! {
     /// The socket of one connection, as accepted from the listener.
@@ -36,16 +36,27 @@ pin_project! {
         prefix: Bytes,
         connection: Arc<Connection>,
         _registered: Registered,
+        // What the listener's stream can do (see `TerminusListener`).
+        read_now: ReadNow<I>,
+        shutdown_is_close: bool,
     }
 }
 
+type ReadNow<I> = fn(&I, &mut ReadBuf<'_>) -> Option<io::Result<usize>>;
+
 impl<I> ConnectionIo<I> {
-    pub(crate) fn new(io: I, connection: Arc<Connection>, registered: Registered) -> ConnectionIo<I> {
+    pub(crate) fn new<L: TerminusListener<Io = I>>(
+        io: I,
+        connection: Arc<Connection>,
+        registered: Registered,
+    ) -> ConnectionIo<I> {
         ConnectionIo {
             io,
             prefix: Bytes::new(),
             connection,
             _registered: registered,
+            read_now: L::read_now,
+            shutdown_is_close: L::SHUTDOWN_IS_CLOSE,
         }
     }
 
@@ -65,44 +76,7 @@ fn cut_error() -> io::Error {
 const READ: usize = 0;
 const WRITE: usize = 1;
 
-/// A TCP or Unix socket, as tokio's listeners give them.
-fn is_plain_socket<I: Any>(io: &I) -> bool {
-    let any: &dyn Any = io;
-    #[cfg(unix)]
-    if any.is::<tokio::net::UnixStream>() {
-        return true;
-    }
-    any.is::<tokio::net::TcpStream>()
-}
-
-/// Reads what the kernel holds for `io`, without asking the reactor first; `None` for
-/// a stream that is not a plain socket (then only the reactor can tell).
-fn read_now<I: Any>(io: &I, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
-    let any: &dyn Any = io;
-    let socket = if let Some(tcp) = any.downcast_ref::<tokio::net::TcpStream>() {
-        socket2::SockRef::from(tcp)
-    } else {
-        #[cfg(unix)]
-        if let Some(unix) = any.downcast_ref::<tokio::net::UnixStream>() {
-            socket2::SockRef::from(unix)
-        } else {
-            return None;
-        }
-        #[cfg(not(unix))]
-        return None;
-    };
-    // The socket is non-blocking (tokio set it so): an empty one says WouldBlock. Into a
-    // small buffer on the stack, not hyper's: initialising hyper's whole read buffer
-    // would touch every idle connection's buffer pages at Closing, thousands at once.
-    // What does not fit is read by the next call, the usual way.
-    let mut chunk = [0u8; 2048];
-    let wanted = buf.remaining().min(chunk.len());
-    Some((&*socket).read(&mut chunk[..wanted]).inspect(|&n| {
-        buf.put_slice(&chunk[..n]);
-    }))
-}
-
-impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
+impl<I: AsyncRead> AsyncRead for ConnectionIo<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let connection = &**this.connection;
@@ -126,7 +100,7 @@ impl<I: AsyncRead + Any> AsyncRead for ConnectionIo<I> {
                 && !connection.is_busy()
                 && connection.head_since().is_none()
             {
-                return match read_now(&*this.io, buf) {
+                return match (this.read_now)(&*this.io, buf) {
                     Some(Ok(n)) => {
                         if n > 0 {
                             connection.bytes_arrived();
@@ -196,7 +170,7 @@ impl<I: AsyncWrite> ConnectionIo<I> {
     }
 }
 
-impl<I: AsyncWrite + Any> AsyncWrite for ConnectionIo<I> {
+impl<I: AsyncWrite> AsyncWrite for ConnectionIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.write(cx, |io, cx| io.poll_write(cx, buf))
     }
@@ -224,7 +198,7 @@ impl<I: AsyncWrite + Any> AsyncWrite for ConnectionIo<I> {
         // call per connection was a measurable part of the time to exit. (A TLS stream
         // above this socket still writes its close_notify first; an upgraded socket, whose
         // owner may keep it a while, is shut down as asked.)
-        if is_plain_socket(&*this.io) && !this.connection.is_upgraded() {
+        if *this.shutdown_is_close && !this.connection.is_upgraded() {
             return Poll::Ready(Ok(()));
         }
         this.io.poll_shutdown(cx)

@@ -97,6 +97,7 @@
 
 mod accept;
 mod admin;
+mod bind;
 mod clock;
 mod connection;
 pub mod health;
@@ -119,8 +120,9 @@ pub mod ws;
 
 pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
 #[cfg(unix)]
-pub use listener::bind_unix;
-pub use listener::{bind, BindError, LISTEN_BACKLOG};
+pub use bind::bind_unix;
+pub use bind::{bind, BindError, LISTEN_BACKLOG};
+pub use listener::{Peer, TerminusListener};
 pub use serve::{
     serve, BoxError, Server, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT,
     ENV_HEADER_READ_TIMEOUT, ENV_IDLE_CLOSE_TIMEOUT, ENV_MAX_CONNECTIONS,

@@ -1,160 +1,261 @@
-//! Binding listeners, with errors that name the address.
+//! [`TerminusListener`]: what the server asks of a listener beyond axum's
+//! [`Listener`], so that closing it loses nothing. See the trait's documentation.
 
 use std::fmt;
-use std::io;
-
+use std::future::Future;
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
 
-use terminus_core::Terminus;
-use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
+use axum::serve::Listener;
+use tokio::io::ReadBuf;
 
-/// The listen backlog of [`bind`]: how many connections the kernel completes and
-/// queues for the server before it accepts them.
+/// The most connections taken from the kernel's queue at Closing: more than any
+/// backlog holds, so it only bounds a flood that keeps refilling it.
+pub(crate) const MAX_TAKEN_AT_CLOSING: usize = 65_536;
+
+/// What [`serve`](crate::serve) and [`Server`](crate::Server) ask of a listener beyond
+/// axum's [`Listener`].
 ///
-/// `std` and `tokio::net::TcpListener::bind` use 128. A burst larger than that (a
-/// balancer moving traffic onto a pod that just became ready) overflows the queue, and
-/// the kernel drops packets: a new connection's SYN, so that its connect waits for a
-/// retransmission a second later; or the handshake's last packet, so that the client
-/// believes it is connected and sends its request, and the connection only completes
-/// when a retransmission comes through. If the listener closes in that window, those
-/// clients are refused or reset, for requests the server never saw. The kernel caps the
-/// value at `net.core.somaxconn` (4096 on Linux since 5.4, 128 before). To choose
-/// another value, build the listener with [`TcpSocket`] and pass it to
-/// [`serve`](crate::serve).
-pub const LISTEN_BACKLOG: u32 = 1024;
+/// axum's `Listener` accepts connections; a server that drains needs a few more
+/// things, each with a default that is correct (if less thorough) for any listener:
+///
+/// | capability | default | TCP and Unix |
+/// |---|---|---|
+/// | [`take_accepted`](TerminusListener::take_accepted): at Closing, take what the kernel already completed, without waiting | poll `accept` until it would wait | accept(2) until the queue is empty, even if the reactor has not looked yet (after a freeze) |
+/// | [`leaves_queue_to_next_process`](TerminusListener::leaves_queue_to_next_process): the socket outlives the process | no | no (yes for [`Activated`](crate::systemd::Activated)) |
+/// | [`peer`](TerminusListener::peer): how logs and cut reports name a peer | the address's `Debug` form | the IP address and port; `unix:<path>` |
+/// | [`read_now`](TerminusListener::read_now): at Closing, read an idle connection's buffered bytes without the reactor | cannot (the reactor tells) | a non-blocking read(2) |
+/// | [`SHUTDOWN_IS_CLOSE`](TerminusListener::SHUTDOWN_IS_CLOSE): closing the stream sends the FIN, no `shutdown` needed | no | yes |
+/// | [`accepted`](TerminusListener::accepted): prepare a new connection | nothing | `TCP_NODELAY` |
+///
+/// A listener of your own implements the trait with an empty `impl` to get the
+/// defaults, and overrides what it can do better:
+///
+/// ```
+/// use axum::serve::Listener;
+/// use axum_terminus::TerminusListener;
+///
+/// struct MyListener(tokio::net::TcpListener);
+///
+/// impl Listener for MyListener {
+///     type Io = tokio::net::TcpStream;
+///     type Addr = std::net::SocketAddr;
+///     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+///         loop {
+///             // A failed accept (EMFILE, say) is retried, as axum's listeners do.
+///             if let Ok(accepted) = self.0.accept().await {
+///                 return accepted;
+///             }
+///         }
+///     }
+///     fn local_addr(&self) -> std::io::Result<Self::Addr> {
+///         self.0.local_addr()
+///     }
+/// }
+///
+/// impl TerminusListener for MyListener {}
+/// ```
+pub trait TerminusListener: Listener {
+    /// Whether closing the stream (dropping it) already tells the peer, so that the
+    /// server may skip the `shutdown(2)` hyper asks for just before dropping it: with
+    /// thousands of idle connections closed at once, that system call per connection
+    /// was a measurable part of the time to exit. Default `false`.
+    const SHUTDOWN_IS_CLOSE: bool = false;
 
-/// Binds a TCP listener, with a backlog of [`LISTEN_BACKLOG`]. On failure (a port
-/// already in use, a missing permission) the error names the address, and the
-/// terminus is marked fatal, so liveness fails and the shutdown starts: the
-/// orchestrator restarts the process instead of leaving it half-started.
-pub async fn bind<A>(address: A, terminus: &Terminus) -> Result<TcpListener, BindError>
-where
-    A: ToSocketAddrs + fmt::Display,
-{
-    match bind_tcp(&address).await {
-        Ok(listener) => {
-            if let Ok(local) = listener.local_addr() {
-                tracing::info!(target: "terminus", address = %local, "listening");
+    /// Takes, without waiting, the connections the kernel has completed and not yet
+    /// handed over (at most `limit`). Called once, at Closing, before the listener is
+    /// dropped: what it returns is served, so that a client whose connect succeeded is
+    /// answered rather than reset. The default polls [`accept`](Listener::accept) with
+    /// a waker that does nothing, until it would wait.
+    fn take_accepted(&mut self, limit: usize) -> Vec<(Self::Io, Self::Addr)> {
+        let mut taken = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        while taken.len() < limit {
+            let accept = std::pin::pin!(self.accept());
+            match accept.poll(&mut cx) {
+                Poll::Ready(accepted) => taken.push(accepted),
+                Poll::Pending => break,
             }
-            Ok(listener)
         }
-        Err(source) => {
-            let error = BindError {
-                address: address.to_string(),
-                source,
-            };
-            terminus.set_fatal(&error);
-            Err(error)
-        }
+        taken
+    }
+
+    /// Whether the listening socket outlives this process, its queue then being the
+    /// next process's to accept (socket activation, an in-place upgrade): at Closing the
+    /// server stops accepting and takes nothing in. Default `false`.
+    fn leaves_queue_to_next_process(&self) -> bool {
+        false
+    }
+
+    /// How logs and cut reports name a peer at `addr` (or, with `listener` the
+    /// listener's own name, an address that says nothing, such as an unnamed Unix
+    /// client). Default: the address's `Debug` form; give your address type the name
+    /// you want to read there.
+    fn peer(addr: &Self::Addr, listener: &str) -> Peer
+    where
+        Self::Addr: fmt::Debug,
+    {
+        let _ = listener;
+        Peer::Named(format!("{addr:?}").into())
+    }
+
+    /// Reads what the kernel already holds for `io`, without asking the reactor first:
+    /// at Closing, after a freeze (a throttled pod, SIGSTOP), the reactor may not have
+    /// seen yet a request the kernel holds. `Err(WouldBlock)`: nothing there. `None`:
+    /// this stream cannot tell (the default); the server then asks the reactor.
+    fn read_now(io: &Self::Io, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+        let _ = (io, buf);
+        None
+    }
+
+    /// Prepares a connection just accepted. Default: nothing.
+    fn accepted(io: &Self::Io) {
+        let _ = io;
     }
 }
 
-/// What `TcpListener::bind` does (every resolved address in turn, `SO_REUSEADDR` on
-/// Unix), with a larger backlog.
-async fn bind_tcp(address: impl ToSocketAddrs) -> io::Result<TcpListener> {
-    let mut last_error = None;
-    for address in tokio::net::lookup_host(address).await? {
-        match listen_on(address) {
-            Ok(listener) => return Ok(listener),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+/// Who is on the other end of a connection, as logs and cut reports name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// Anything else: `unix:/run/app.sock`, or your listener's own naming.
+    Named(Box<str>),
 }
 
-fn listen_on(address: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Binds a Unix domain socket listener at `path`, the way [`bind`] binds a port: on
-/// failure the error names the path and the terminus is marked fatal.
-///
-/// A socket file left at `path` by a process that is gone (nothing accepts on it) is
-/// removed first; one that a live process still listens on is an error
-/// (`AddrInUse`), as a port in use is. The file is left in place when the listener
-/// closes: a process started after this one replaces it.
-#[cfg(unix)]
-pub async fn bind_unix(
-    path: impl AsRef<std::path::Path>,
-    terminus: &Terminus,
-) -> Result<tokio::net::UnixListener, BindError> {
-    let path = path.as_ref();
-    let address = format!("unix:{}", path.display());
-    let bound = remove_stale_socket(path)
-        .await
-        .and_then(|()| tokio::net::UnixListener::bind(path));
-    match bound {
-        Ok(listener) => {
-            tracing::info!(target: "terminus", %address, "listening");
-            Ok(listener)
-        }
-        Err(source) => {
-            let error = BindError { address, source };
-            terminus.set_fatal(&error);
-            Err(error)
-        }
-    }
-}
-
-/// Removes a socket file nobody listens on any more. A file that is not a socket is
-/// left alone (binding then fails with `AddrInUse`, naming the path).
-#[cfg(unix)]
-async fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-
-    let Ok(metadata) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !metadata.file_type().is_socket() {
-        return Ok(());
-    }
-    match tokio::net::UnixStream::connect(path).await {
-        // Someone accepts there: leave it, and let bind report the address in use.
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => match std::fs::remove_file(path) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
-        },
-        Err(_) => Ok(()),
-    }
-}
-
-/// A listener could not be bound.
-#[derive(Debug)]
-pub struct BindError {
-    address: String,
-    source: io::Error,
-}
-
-impl BindError {
-    /// The address that could not be bound.
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    /// The operating system's error (`AddrInUse`, `PermissionDenied`, ...).
-    pub fn io_error(&self) -> &io::Error {
-        &self.source
-    }
-}
-
-impl fmt::Display for BindError {
+impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot listen on {}: {}", self.address, self.source)
+        match self {
+            Peer::Ip(addr) => addr.fmt(f),
+            Peer::Named(name) => f.write_str(name),
+        }
     }
 }
 
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+impl TerminusListener for tokio::net::TcpListener {
+    const SHUTDOWN_IS_CLOSE: bool = true;
+
+    fn take_accepted(&mut self, limit: usize) -> Vec<(Self::Io, Self::Addr)> {
+        accept_now(self, limit, |socket| {
+            let stream = std::net::TcpStream::from(socket);
+            let peer = stream.peer_addr()?;
+            Ok((tokio::net::TcpStream::from_std(stream)?, peer))
+        })
     }
+
+    fn peer(addr: &SocketAddr, _listener: &str) -> Peer {
+        Peer::Ip(*addr)
+    }
+
+    fn read_now(io: &tokio::net::TcpStream, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+        Some(read_socket(socket2::SockRef::from(io), buf))
+    }
+
+    fn accepted(io: &tokio::net::TcpStream) {
+        // Small responses should not wait for Nagle's algorithm.
+        let _ = io.set_nodelay(true);
+    }
+}
+
+#[cfg(unix)]
+impl TerminusListener for tokio::net::UnixListener {
+    const SHUTDOWN_IS_CLOSE: bool = true;
+
+    fn take_accepted(&mut self, limit: usize) -> Vec<(Self::Io, Self::Addr)> {
+        accept_now(self, limit, |socket| {
+            let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(socket));
+            let peer = tokio::net::unix::SocketAddr::from(stream.peer_addr()?);
+            Ok((tokio::net::UnixStream::from_std(stream)?, peer))
+        })
+    }
+
+    /// Clients of a Unix socket are usually unnamed: the listener's path names them.
+    fn peer(addr: &tokio::net::unix::SocketAddr, listener: &str) -> Peer {
+        match addr.as_pathname() {
+            Some(path) => Peer::Named(format!("unix:{}", path.display()).into()),
+            None => Peer::Named(listener.into()),
+        }
+    }
+
+    fn read_now(io: &tokio::net::UnixStream, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+        Some(read_socket(socket2::SockRef::from(io), buf))
+    }
+}
+
+/// axum's `ListenerExt::tap_io`: the same stream, so the same stream capabilities; its
+/// queue is taken the default way (the listener inside is private).
+impl<L, F> TerminusListener for axum::serve::TapIo<L, F>
+where
+    L: TerminusListener,
+    L::Addr: fmt::Debug,
+    F: FnMut(&mut L::Io) + Send + 'static,
+{
+    const SHUTDOWN_IS_CLOSE: bool = L::SHUTDOWN_IS_CLOSE;
+
+    fn peer(addr: &L::Addr, listener: &str) -> Peer {
+        L::peer(addr, listener)
+    }
+
+    fn read_now(io: &L::Io, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
+        L::read_now(io, buf)
+    }
+
+    fn accepted(io: &L::Io) {
+        L::accepted(io)
+    }
+}
+
+/// How logs name a listener: by the name of a peer at its own address.
+pub(crate) fn name<L: TerminusListener>(listener: &L) -> String
+where
+    L::Addr: fmt::Debug,
+{
+    listener
+        .local_addr()
+        .map(|addr| L::peer(&addr, "").to_string())
+        .unwrap_or_default()
+}
+
+/// Calls accept(2) on `listener` until the kernel has nothing more (or `limit`).
+fn accept_now<T>(
+    listener: &impl std::os::fd::AsFd,
+    limit: usize,
+    convert: impl Fn(socket2::Socket) -> io::Result<T>,
+) -> Vec<T> {
+    let socket = socket2::SockRef::from(listener);
+    let mut taken = Vec::new();
+    while taken.len() < limit {
+        match socket.accept() {
+            Ok((connection, _)) => match connection
+                .set_nonblocking(true)
+                .and_then(|()| convert(connection))
+            {
+                Ok(connection) => taken.push(connection),
+                Err(error) => {
+                    tracing::debug!(target: "terminus", %error, "dropped a connection taken at close")
+                }
+            },
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            // The peer gave up before we took it: nothing to serve.
+            Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(error) => {
+                tracing::warn!(target: "terminus", %error, "accept failed while closing the listener");
+                break;
+            }
+        }
+    }
+    taken
+}
+
+/// A non-blocking read(2) on a socket tokio set non-blocking: an empty one says
+/// `WouldBlock`. Into a small buffer on the stack, not hyper's: initialising hyper's
+/// whole read buffer would touch every idle connection's buffer pages at Closing,
+/// thousands at once. What does not fit is read by the next call, the usual way.
+fn read_socket(socket: socket2::SockRef<'_>, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+    let mut chunk = [0u8; 2048];
+    let wanted = buf.remaining().min(chunk.len());
+    (&*socket).read(&mut chunk[..wanted]).inspect(|&n| {
+        buf.put_slice(&chunk[..n]);
+    })
 }

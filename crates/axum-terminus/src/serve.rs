@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::serve::Listener;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::server::conn::{http1, http2};
@@ -23,6 +22,7 @@ use tower_service::Service;
 use crate::accept::{accept_loop, ServerParts};
 use crate::clock::{self, Clock, Timeouts};
 use crate::connection::Registry;
+use crate::listener::TerminusListener;
 use crate::serve_connection::{Settings, Transport, Versions};
 
 /// The error type of response bodies (the same as the hooks').
@@ -35,9 +35,10 @@ pub use terminus_core::{
 
 /// Serves `service` (an axum `Router`, usually inside a
 /// [`TerminusLayer`](crate::TerminusLayer)) on `listener` until the shutdown has run its
-/// course, then returns the [`Outcome`]. `listener` is anything axum can serve: a
-/// `tokio::net::TcpListener`, a `tokio::net::UnixListener`, or your own
-/// [`axum::serve::Listener`].
+/// course, then returns the [`Outcome`]. `listener` is a `tokio::net::TcpListener`, a
+/// `tokio::net::UnixListener`, a socket systemd passed, or your own
+/// [`axum::serve::Listener`] with a [`TerminusListener`] implementation (an empty
+/// `impl` gives the defaults).
 ///
 /// HTTP/1.1 and HTTP/2 (prior knowledge) are both served on the port. The listener keeps
 /// accepting while Draining; at Closing, the connections the kernel already accepted
@@ -61,7 +62,7 @@ pub use terminus_core::{
 /// ```
 pub async fn serve<L, S, B>(listener: L, service: S, terminus: &Terminus) -> Outcome
 where
-    L: Listener,
+    L: TerminusListener,
     L::Addr: Clone + Sync + fmt::Debug + 'static,
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -170,19 +171,17 @@ impl Server {
     }
 
     /// Adds a listener and the service it serves: a `tokio::net::TcpListener`, a
-    /// `tokio::net::UnixListener`, or any [`axum::serve::Listener`].
+    /// `tokio::net::UnixListener`, a socket systemd passed, or any
+    /// [`axum::serve::Listener`] that implements [`TerminusListener`].
     ///
     /// At Closing, the connections the kernel already completed are taken in and served
-    /// before the listener closes: with accept(2) until the queue is empty for tokio's
-    /// TCP and Unix listeners, and with whatever `accept` yields without waiting for
-    /// other listeners.
-    ///
-    /// The cut report names each peer by its IP address, by `unix:<path>` on a Unix
-    /// socket, or by the `Debug` form of your listener's address type (give it the
-    /// name you want to read there).
+    /// before the listener closes ([`TerminusListener::take_accepted`]: accept(2) until
+    /// the queue is empty for TCP and Unix sockets), and the cut report names each peer
+    /// as [`TerminusListener::peer`] does (the IP address, `unix:<path>`, or the `Debug`
+    /// form of your listener's address type).
     pub fn listener<L, S, B>(mut self, listener: L, service: S) -> Server
     where
-        L: Listener,
+        L: TerminusListener,
         L::Addr: Clone + Sync + fmt::Debug + 'static,
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -196,14 +195,13 @@ impl Server {
     }
 
     /// Adds a listener served over TLS (feature `tls-rustls`): HTTPS with ALPN (`h2`,
-    /// `http/1.1`), a handshake bounded by the [header-read
-    /// timeout](Server::header_read_timeout), and `close_notify` on graceful closes.
-    /// The listener is any [`axum::serve::Listener`], as for
-    /// [`listener`](Server::listener). See [`tls`](crate::tls).
+    /// `http/1.1`), a handshake bounded by the header-read timeout
+    /// ([`Builder::header_read_timeout`](crate::Builder::header_read_timeout)), and `close_notify` on graceful closes.
+    /// The listener is any [`TerminusListener`], as for [`listener`](Server::listener). See [`tls`](crate::tls).
     #[cfg(feature = "tls-rustls")]
     pub fn tls_listener<L, S, B>(mut self, listener: L, tls: crate::tls::TlsConfig, service: S) -> Server
     where
-        L: Listener,
+        L: TerminusListener,
         L::Addr: Clone + Sync + fmt::Debug + 'static,
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -220,11 +218,11 @@ impl Server {
 
     /// Adds a listener that serves only the probes ([`admin_router`](crate::admin_router)
     /// with [`admin_layer`](crate::admin_layer)), reporting on this whole server. It is
-    /// not counted against [`max_connections`](Server::max_connections), so the probes
+    /// not counted against [`max_connections`](crate::Builder::max_connections), so the probes
     /// stay answerable when the public listeners are full.
     pub fn admin_listener<L>(self, listener: L) -> Server
     where
-        L: Listener,
+        L: TerminusListener,
         L::Addr: Clone + Sync + fmt::Debug + 'static,
     {
         let router = crate::admin::admin_router(crate::admin::admin_layer(&self.terminus));
@@ -234,7 +232,7 @@ impl Server {
     /// Adds a listener for operators, serving `service`: the
     /// [`admin_router`](crate::admin_router) with routes of your own (`/metrics`, say).
     /// Like [`admin_listener`](Server::admin_listener), it is not counted against
-    /// [`max_connections`](Server::max_connections): keep it off the public network.
+    /// [`max_connections`](crate::Builder::max_connections): keep it off the public network.
     ///
     /// ```
     /// use axum::routing::get;
@@ -247,7 +245,7 @@ impl Server {
     /// ```
     pub fn admin_listener_with<L, S, B>(mut self, listener: L, service: S) -> Server
     where
-        L: Listener,
+        L: TerminusListener,
         L::Addr: Clone + Sync + fmt::Debug + 'static,
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -350,7 +348,7 @@ impl Server {
 
     /// hyper's HTTP/1 settings, to tune (buffer sizes, header case, ...). The server's
     /// own defaults stay in place unless you change them: no timer (the header-read
-    /// timeout is the server's, see [`header_read_timeout`](Server::header_read_timeout)).
+    /// timeout is the server's, see [`header_read_timeout`](crate::Builder::header_read_timeout)).
     pub fn http1(&mut self) -> &mut http1::Builder {
         &mut self.http1
     }

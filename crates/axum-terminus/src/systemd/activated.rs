@@ -46,9 +46,27 @@ impl<L: Listener> Listener for Activated<L> {
     }
 }
 
-/// Whether `listener` is one whose queue outlives the process: an [`Activated`]
-/// listener, as [`ActivatedSockets`](super::ActivatedSockets) makes them.
-pub(crate) fn leaves_queue_to_next_process<L: 'static>(listener: &L) -> bool {
-    let any: &dyn std::any::Any = listener;
-    any.is::<Activated<tokio::net::TcpListener>>() || any.is::<Activated<tokio::net::UnixListener>>()
+/// The listener inside, except at Closing: its queue is the next process's.
+impl<L> crate::TerminusListener for Activated<L>
+where
+    L: crate::TerminusListener,
+    L::Addr: std::fmt::Debug,
+{
+    const SHUTDOWN_IS_CLOSE: bool = L::SHUTDOWN_IS_CLOSE;
+
+    fn leaves_queue_to_next_process(&self) -> bool {
+        true
+    }
+
+    fn peer(addr: &L::Addr, listener: &str) -> crate::Peer {
+        L::peer(addr, listener)
+    }
+
+    fn read_now(io: &L::Io, buf: &mut tokio::io::ReadBuf<'_>) -> Option<io::Result<usize>> {
+        L::read_now(io, buf)
+    }
+
+    fn accepted(io: &L::Io) {
+        L::accepted(io)
+    }
 }

@@ -38,7 +38,6 @@ mod activated;
 mod activation;
 mod notify;
 
-pub(crate) use activated::leaves_queue_to_next_process;
 pub use activated::Activated;
 pub use activation::{ActivatedListener, ActivatedSockets};
 pub use notify::spawn_notifier;

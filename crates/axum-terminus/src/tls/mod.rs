@@ -9,10 +9,10 @@
 //!   offered follows the server's versions ([`Server::http2_only`](crate::Server::http2_only)
 //!   offers only `h2`, so an HTTP/1.1-only client is refused in the handshake).
 //! - **A bounded handshake**: it counts against the header-read timeout from the
-//!   accept ([`Server::header_read_timeout`](crate::Server::header_read_timeout), 30 s
+//!   accept ([`Server::header_read_timeout`](crate::Builder::header_read_timeout), 30 s
 //!   by default), so a client that connects and stalls is disconnected. A handshake
 //!   still going at Closing has no request in flight: it is closed after
-//!   [`idle_close_timeout`](crate::Server::idle_close_timeout), and it neither counts as
+//!   [`idle_close_timeout`](crate::Builder::idle_close_timeout), and it neither counts as
 //!   a cut nor makes the stop forced.
 //! - **A clean close**: connections closed gracefully (an HTTP/1.1 response with
 //!   `Connection: close`, an idle keep-alive at Closing, an HTTP/2 connection after its
