@@ -66,6 +66,8 @@ impl SocketUnit {
 pub struct NotifySocket {
     socket: std::os::unix::net::UnixDatagram,
     path: PathBuf,
+    /// The senders of [`NotifySocket::fill`]'s datagrams, kept open while the socket is.
+    fillers: Vec<std::os::unix::net::UnixDatagram>,
 }
 
 impl NotifySocket {
@@ -77,7 +79,40 @@ impl NotifySocket {
         Ok(NotifySocket {
             socket,
             path: path.to_owned(),
+            fillers: Vec::new(),
         })
+    }
+
+    /// Fills the socket's queue, as a service manager that stopped reading leaves it:
+    /// datagrams are sent until a fresh sender is refused too (the receiver's queue is
+    /// full, not only one sender's buffer). Returns how many were queued.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        /// Bounds, far above the kernel's (`net.unix.max_dgram_qlen`, 10 to 512).
+        const SENDERS: usize = 64;
+        const PER_SENDER: usize = 10_000;
+        let mut queued = 0;
+        for _ in 0..SENDERS {
+            let sender = std::os::unix::net::UnixDatagram::unbound()?;
+            sender.connect(&self.path)?;
+            sender.set_nonblocking(true)?;
+            let mut sent = 0;
+            while sent < PER_SENDER {
+                match sender.send(b"FILLER=1\n") {
+                    Ok(_) => sent += 1,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            self.fillers.push(sender);
+            if sent == 0 {
+                return Ok(queued);
+            }
+            queued += sent;
+        }
+        Err(io::Error::other(format!(
+            "{} still takes datagrams after {queued}",
+            self.path.display()
+        )))
     }
 
     /// The path to give the service as `NOTIFY_SOCKET`.

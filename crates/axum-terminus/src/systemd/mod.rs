@@ -11,7 +11,9 @@
 //!   [`shutdown_signal`](crate::shutdown_signal) tell the service manager
 //!   (`NOTIFY_SOCKET`) what the lifecycle does: `READY=1` when Serving, `STOPPING=1` at
 //!   Draining, `STATUS=` with each phase, and `WATCHDOG=1` every half `WATCHDOG_USEC`
-//!   when the unit sets `WatchdogSec=`. Without `NOTIFY_SOCKET` nothing is sent.
+//!   when the unit sets `WatchdogSec=`. Without `NOTIFY_SOCKET` nothing is sent. A send
+//!   never blocks: a message the service manager has no room for is dropped after
+//!   100 ms with a `warn` event ([`spawn_notifier`]).
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
