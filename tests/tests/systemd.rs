@@ -11,6 +11,8 @@
 //!   STATUS= with each phase, WATCHDOG=1 every half `WATCHDOG_USEC`.
 //! - A notify socket nobody reads (its queue full) stalls nothing: `/livez` answers
 //!   within 1 s on a one-worker runtime, and SIGTERM still ends the process with 0.
+//! - A passed socket that cannot accept (bound but not listening, or a datagram
+//!   socket) fails the start with an error naming the descriptor and what is wrong.
 //!
 //! The restart test prints one line (on stderr, past the harness's capture):
 //! `socket-activation restarts=5 requests=N ok=N failed=N ...`.
@@ -343,4 +345,49 @@ async fn a_notify_socket_nobody_reads_neither_stalls_the_probes_nor_sigterm() {
         "each drop is a warning naming the socket\n{}",
         logs::tail(&log, 20)
     );
+}
+
+/// A socket systemd would never pass, handed over by hand: bound but not listening
+/// (nothing would ever be accepted on it), or not a stream socket. The service must
+/// refuse it at start, naming the descriptor and what is wrong, instead of telling
+/// systemd it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activated_socket_that_cannot_accept_fails_the_start_naming_what_is_wrong() {
+    let cases = [
+        (
+            SocketUnit::bind_without_listening().expect("a bound socket"),
+            "is not listening",
+        ),
+        (
+            SocketUnit::bind_datagram().expect("a UDP socket"),
+            "is not a stream socket",
+        ),
+    ];
+    for (unit, wrong) in cases {
+        let mut server = unit.spawn(test_server!(), &[]);
+        let exit = server.wait_exit(EXIT_BOUND).await;
+        let stderr = server.stderr();
+        assert!(
+            exit.is_some(),
+            "{wrong}: exits at start\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert_ne!(
+            exit.and_then(|status| status.code()),
+            Some(0),
+            "{wrong}: a failure\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert!(
+            stderr
+                .iter()
+                .any(|line| line.contains("socket-activated fd 3 (index 0)") && line.contains(wrong)),
+            "{wrong}: the error names the descriptor and what is wrong\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert!(
+            !server.stdout().iter().any(|line| line.contains("listening on")),
+            "{wrong}: never said to listen"
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //!   the kernel queues new connections on it, and the next process accepts them. A
 //!   restart then loses no connection, even without a load balancer in front. At
 //!   Closing, the server leaves what waits in the queue to the next process
-//!   ([`Activated`]).
+//!   ([`Activated`]). A passed socket that cannot accept (not a stream socket, or not
+//!   listening) is an error at start ([`ActivatedSockets::take`]).
 //! - **Notifications**: with the feature on, [`Server::run`](crate::Server::run) and
 //!   [`shutdown_signal`](crate::shutdown_signal) tell the service manager
 //!   (`NOTIFY_SOCKET`) what the lifecycle does: `READY=1` when Serving, `STOPPING=1` at
