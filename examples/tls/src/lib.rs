@@ -36,7 +36,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     };
     let terminus = builder.from_env()?.build()?;
     let server = Server::new(&terminus).from_env()?;
-    let tls = tls_config()?;
+    let tls = tls_config().await?;
     let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("tls listening on https://{}", listener.local_addr()?);
@@ -45,7 +45,7 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
 }
 
 /// `TLS_CERT` and `TLS_KEY` (reloaded on SIGHUP), else a self-signed certificate.
-fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
+async fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
     let files = (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY"));
     let (Some(cert), Some(key)) = files else {
         let generated = rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])?;
@@ -59,14 +59,14 @@ fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
             generated.key_pair.serialize_pem().as_bytes(),
         )?);
     };
-    let tls = TlsConfig::from_pem_files(&cert, &key)?;
+    let tls = TlsConfig::from_pem_files(&cert, &key).await?;
     // Renewed certificates (certbot, cert-manager) are picked up without a restart:
     // `kill -HUP <pid>`. New handshakes use them; open connections keep theirs.
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let reloading = tls.clone();
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            if let Err(error) = reloading.reload_pem_files(&cert, &key) {
+            if let Err(error) = reloading.reload_pem_files(&cert, &key).await {
                 tracing::error!(%error, "TLS certificate not reloaded: the previous one stays");
             }
         }
