@@ -14,6 +14,8 @@
 //! - A FIFO at the certificate path at SIGHUP freezes nothing: probes answer within
 //!   1 s, the reload times out naming the file, the old certificate stays, SIGTERM
 //!   ends the process with 0.
+//! - With its generated certificate, the example survives SIGHUP: it says it has no
+//!   files to reload, and serves on.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -590,4 +592,32 @@ async fn a_fifo_at_the_certificate_path_neither_stalls_the_server_nor_replaces_t
         std::fs::remove_file(&served_key),
     );
     assert_eq!(exit.code, Some(0), "SIGTERM still ends it\n{}", exit.context());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_the_generated_certificate_is_logged_and_the_server_serves_on() {
+    let mut server = start(None, &[]);
+    server.signal("HUP");
+    let said = server
+        .wait_for_log(
+            &["SIGHUP", "no TLS_CERT/TLS_KEY files to reload"],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        said.is_some(),
+        "says it has nothing to reload\n{}",
+        logs::tail(&server.stderr(), 10)
+    );
+    assert_eq!(
+        server.wait_exit(Duration::from_millis(200)).await,
+        None,
+        "still running after SIGHUP"
+    );
+    let reply = curl::curl(&["-k", &url(&server, "/")]).await;
+    assert!(reply.is_ok(), "serves on: {reply:?}");
+
+    server.signal("TERM");
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
+    assert_eq!(exit.code, Some(0), "{}", exit.context());
 }
