@@ -77,12 +77,11 @@ impl TestCert {
         for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
             roots.add(cert.expect("PEM")).expect("a usable root");
         }
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder_with_provider(terminus_tests::ring_provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }

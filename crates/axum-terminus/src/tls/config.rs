@@ -94,7 +94,7 @@ impl TlsConfig {
     fn load(chain: Pem<'_>, key: Pem<'_>) -> Result<TlsConfig, TlsError> {
         let provider = CryptoProvider::get_default()
             .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            .unwrap_or_else(|| Arc::new(ring_provider()));
         let certificate = Arc::new(Swappable::new(certificate::certified_key(chain, key, &provider)?));
         let config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -159,4 +159,16 @@ impl TlsConfig {
         };
         Acceptor::new(Arc::new(config), versions)
     }
+}
+
+/// *ring*, the provider this crate builds with (it needs only a C compiler).
+///
+/// rustls 0.23.48 deprecated `ring::default_provider`, for want of post-quantum key
+/// exchange in *ring*, and 0.23 has no other way to reach *ring* (the next major version
+/// moves it to the `rustls-ring` crate): the `allow` keeps builds free of warnings on
+/// both sides of 0.23.48. A process that wants post-quantum key exchange installs
+/// aws-lc-rs as its default provider, which `from_pem_files` and `from_pem` then use.
+#[allow(deprecated)]
+fn ring_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
