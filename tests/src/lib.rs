@@ -397,6 +397,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, Box<dyn std::err
     Ok(connection.get(path).await?)
 }
 
+/// The *ring* crypto provider, for the tests' TLS clients (the server's default too).
+/// rustls 0.23.48 deprecated `ring::default_provider` (no post-quantum key exchange)
+/// with nothing to replace it in 0.23: the `allow` keeps `-D warnings` builds passing
+/// on both sides of that version.
+#[allow(deprecated)]
+pub fn ring_provider() -> Arc<axum_terminus::tls::rustls::crypto::CryptoProvider> {
+    Arc::new(axum_terminus::tls::rustls::crypto::ring::default_provider())
+}
+
 /// Logs to stderr the way the end-to-end tests read it: plain text, filtered by
 /// `RUST_LOG` (default `info`). Every test server binary starts with this.
 pub fn init_tracing() {

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -38,6 +39,27 @@ impl SocketUnit {
         Ok(SocketUnit { socket, addr })
     }
 
+    /// A TCP socket bound to a free loopback port on which `listen(2)` was never
+    /// called: a socket handed over by hand, wrongly. Nothing could ever be accepted on it.
+    pub fn bind_without_listening() -> io::Result<SocketUnit> {
+        SocketUnit::bound(Type::STREAM)
+    }
+
+    /// A UDP socket bound to a free loopback port, as `ListenDatagram=` passes one.
+    pub fn bind_datagram() -> io::Result<SocketUnit> {
+        SocketUnit::bound(Type::DGRAM)
+    }
+
+    fn bound(kind: Type) -> io::Result<SocketUnit> {
+        let socket = Socket::new(Domain::IPV4, kind, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))?;
+        Ok(SocketUnit { socket, addr })
+    }
+
     /// The address the socket listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -46,18 +68,33 @@ impl SocketUnit {
     /// Starts `binary` on the socket, as systemd starts a socket-activated service, and
     /// waits for its `listening on` line. `envs` as for [`TestServer::command`].
     pub fn start(&self, binary: &str, envs: &[(&str, &str)]) -> TestServer {
-        // A duplicate that the child inherits (the original stays close-on-exec, so
-        // other children of the test do not), closed here once the child has it.
-        let inherited = self.socket.try_clone().expect("duplicate the listening socket");
+        let (command, inherited) = self.command(binary, envs);
+        let server = TestServer::start_command(command);
+        drop(inherited);
+        server
+    }
+
+    /// Starts `binary` on the socket without waiting for it to listen (for startup
+    /// failures).
+    pub fn spawn(&self, binary: &str, envs: &[(&str, &str)]) -> TestServer {
+        let (command, inherited) = self.command(binary, envs);
+        let server = TestServer::spawn_command(command);
+        drop(inherited);
+        server
+    }
+
+    /// The command that starts `binary` on the socket, and the descriptor the child
+    /// inherits: a duplicate (the original stays close-on-exec, so other children of
+    /// the test do not inherit it), to close once the child has it.
+    fn command(&self, binary: &str, envs: &[(&str, &str)]) -> (Command, Socket) {
+        let inherited = self.socket.try_clone().expect("duplicate the socket");
         inherited
             .set_cloexec(false)
             .expect("let the child inherit the socket");
         let descriptor = inherited.as_raw_fd().to_string();
         let mut command = TestServer::command("bash", envs);
         command.args(["-c", ACTIVATE, "bash", &descriptor, binary]);
-        let server = TestServer::start_command(command);
-        drop(inherited);
-        server
+        (command, inherited)
     }
 }
 
@@ -66,6 +103,8 @@ impl SocketUnit {
 pub struct NotifySocket {
     socket: std::os::unix::net::UnixDatagram,
     path: PathBuf,
+    /// The senders of [`NotifySocket::fill`]'s datagrams, kept open while the socket is.
+    fillers: Vec<std::os::unix::net::UnixDatagram>,
 }
 
 impl NotifySocket {
@@ -77,7 +116,40 @@ impl NotifySocket {
         Ok(NotifySocket {
             socket,
             path: path.to_owned(),
+            fillers: Vec::new(),
         })
+    }
+
+    /// Fills the socket's queue, as a service manager that stopped reading leaves it:
+    /// datagrams are sent until a fresh sender is refused too (the receiver's queue is
+    /// full, not only one sender's buffer). Returns how many were queued.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        /// Bounds, far above the kernel's (`net.unix.max_dgram_qlen`, 10 to 512).
+        const SENDERS: usize = 64;
+        const PER_SENDER: usize = 10_000;
+        let mut queued = 0;
+        for _ in 0..SENDERS {
+            let sender = std::os::unix::net::UnixDatagram::unbound()?;
+            sender.connect(&self.path)?;
+            sender.set_nonblocking(true)?;
+            let mut sent = 0;
+            while sent < PER_SENDER {
+                match sender.send(b"FILLER=1\n") {
+                    Ok(_) => sent += 1,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            self.fillers.push(sender);
+            if sent == 0 {
+                return Ok(queued);
+            }
+            queued += sent;
+        }
+        Err(io::Error::other(format!(
+            "{} still takes datagrams after {queued}",
+            self.path.display()
+        )))
     }
 
     /// The path to give the service as `NOTIFY_SOCKET`.

@@ -140,12 +140,11 @@ async fn negotiate(
     roots: &rustls::RootCertStore,
     alpn: &[u8],
 ) -> std::io::Result<Option<Vec<u8>>> {
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(terminus_tests::ring_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").unwrap();

@@ -9,6 +9,10 @@
 //!   next starts, the kernel queues new connections on the socket.
 //! - Notifications arrive in order: READY=1 when serving, STOPPING=1 at Draining,
 //!   STATUS= with each phase, WATCHDOG=1 every half `WATCHDOG_USEC`.
+//! - A notify socket nobody reads (its queue full) stalls nothing: `/livez` answers
+//!   within 1 s on a one-worker runtime, and SIGTERM still ends the process with 0.
+//! - A passed socket that cannot accept (bound but not listening, or a datagram
+//!   socket) fails the start with an error naming the descriptor and what is wrong.
 //!
 //! The restart test prints one line (on stderr, past the harness's capture):
 //! `socket-activation restarts=5 requests=N ok=N failed=N ...`.
@@ -285,4 +289,105 @@ async fn a_connection_made_between_two_processes_waits_for_the_next_one() {
         next.wait_exit(EXIT_BOUND).await.and_then(|status| status.code()),
         Some(0)
     );
+}
+
+/// A service manager that stopped reading (its socket's queue full) must not stop the
+/// service: a notification is sent without blocking, and dropped with a warning when
+/// there is no room. A blocking send would hold a runtime worker for as long as the
+/// queue stays full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_socket_nobody_reads_neither_stalls_the_probes_nor_sigterm() {
+    let mut notify = NotifySocket::bind(&temp_path("deaf-notify.sock")).expect("a notify socket");
+    let queued = notify.fill().expect("fill the notify socket");
+    let path = notify.path().display().to_string();
+    let mut server = TestServer::start(
+        test_server!(),
+        &[
+            ("NOTIFY_SOCKET", path.as_str()),
+            // One worker, as tokio picks in a one-CPU container: a worker blocked in a
+            // send is then the whole runtime.
+            ("TOKIO_WORKER_THREADS", "1"),
+            // A ping every 50 ms, each one meeting the full queue.
+            ("WATCHDOG_USEC", "100000"),
+            ("TERMINUS_DRAIN_DELAY", "0s"),
+            ("TERMINUS_DRAIN_TIMEOUT", "5s"),
+        ],
+    );
+    // Two seconds of probes: READY=1 and about 40 pings are refused meanwhile.
+    for probe in 0..10 {
+        let asked = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(1),
+            terminus_tests::get(server.addr(), "/livez"),
+        )
+        .await;
+        assert!(
+            matches!(&reply, Ok(Ok(reply)) if reply.status == 200),
+            "probe {probe}: /livez answers within 1 s ({queued} datagrams queued): {reply:?} after {:?}\n{}",
+            asked.elapsed(),
+            logs::tail(&server.stderr(), 10)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.signal("TERM");
+    let exit = server.wait_exit(EXIT_BOUND).await;
+    let log = server.stderr();
+    assert_eq!(
+        exit.and_then(|status| status.code()),
+        Some(0),
+        "SIGTERM still stops the process\n{}",
+        logs::tail(&log, 20)
+    );
+    assert!(
+        log.iter().any(|line| line.contains("WARN")
+            && line.contains("notification dropped")
+            && line.contains(&path)),
+        "each drop is a warning naming the socket\n{}",
+        logs::tail(&log, 20)
+    );
+}
+
+/// A socket systemd would never pass, handed over by hand: bound but not listening
+/// (nothing would ever be accepted on it), or not a stream socket. The service must
+/// refuse it at start, naming the descriptor and what is wrong, instead of telling
+/// systemd it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activated_socket_that_cannot_accept_fails_the_start_naming_what_is_wrong() {
+    let cases = [
+        (
+            SocketUnit::bind_without_listening().expect("a bound socket"),
+            "is not listening",
+        ),
+        (
+            SocketUnit::bind_datagram().expect("a UDP socket"),
+            "is not a stream socket",
+        ),
+    ];
+    for (unit, wrong) in cases {
+        let mut server = unit.spawn(test_server!(), &[]);
+        let exit = server.wait_exit(EXIT_BOUND).await;
+        let stderr = server.stderr();
+        assert!(
+            exit.is_some(),
+            "{wrong}: exits at start\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert_ne!(
+            exit.and_then(|status| status.code()),
+            Some(0),
+            "{wrong}: a failure\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert!(
+            stderr
+                .iter()
+                .any(|line| line.contains("socket-activated fd 3 (index 0)") && line.contains(wrong)),
+            "{wrong}: the error names the descriptor and what is wrong\n{}",
+            logs::tail(&stderr, 10)
+        );
+        assert!(
+            !server.stdout().iter().any(|line| line.contains("listening on")),
+            "{wrong}: never said to listen"
+        );
+    }
 }

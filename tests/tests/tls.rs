@@ -11,6 +11,11 @@
 //!   serving, and at Closing by the idle bound: it neither delays the exit nor makes
 //!   it forced.
 //! - Graceful closes send `close_notify`; a renewed certificate is served after SIGHUP.
+//! - A FIFO at the certificate path at SIGHUP freezes nothing: probes answer within
+//!   1 s, the reload times out naming the file, the old certificate stays, SIGTERM
+//!   ends the process with 0.
+//! - With its generated certificate, the example survives SIGHUP: it says it has no
+//!   files to reload, and serves on.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -72,12 +77,11 @@ impl TestCert {
         for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
             roots.add(cert.expect("PEM")).expect("a usable root");
         }
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder_with_provider(terminus_tests::ring_provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
@@ -541,6 +545,113 @@ async fn a_tls_connection_that_chose_h2_and_sends_nothing_is_closed_at_the_heade
     // The server serves on, and stops gracefully.
     let reply = curl::curl(&["-k", &url(&server, "/")]).await;
     assert!(reply.is_ok(), "{reply:?}");
+    server.signal("TERM");
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
+    assert_eq!(exit.code, Some(0), "{}", exit.context());
+}
+
+/// What the library gives a certificate file to be read (`READ_TIMEOUT`).
+const CERTIFICATE_READ_BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_the_certificate_path_neither_stalls_the_server_nor_replaces_the_certificate() {
+    let first = TestCert::generate("fifo-first");
+    let (served_cert, served_key) = (temp_path("fifo-served.crt"), temp_path("fifo-served.key"));
+    first.write_to(&served_cert, &served_key);
+    let (cert_env, key_env) = (
+        served_cert.display().to_string(),
+        served_key.display().to_string(),
+    );
+    let mut server = start(
+        None,
+        &[
+            ("TLS_CERT", &cert_env),
+            ("TLS_KEY", &key_env),
+            // One worker, as tokio picks in a one-CPU container: a worker blocked in a
+            // read is then the whole runtime.
+            ("TOKIO_WORKER_THREADS", "1"),
+        ],
+    );
+    // The certificate's path becomes a FIFO that nobody writes: opening it to read
+    // blocks until a writer comes, which none does.
+    std::fs::remove_file(&served_cert).expect("remove the certificate");
+    let mkfifo = std::process::Command::new("mkfifo")
+        .arg(&served_cert)
+        .status()
+        .expect("run mkfifo");
+    assert!(mkfifo.success(), "mkfifo {cert_env}");
+    server.signal("HUP");
+
+    // The read hangs off the runtime: probes over TLS answer meanwhile, within 1 s each,
+    // for longer than the read is given.
+    let livez = url(&server, "/livez");
+    let probing = Instant::now();
+    let mut probes = 0;
+    while probing.elapsed() < CERTIFICATE_READ_BOUND + Duration::from_secs(1) && probes < 50 {
+        let asked = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(1), curl::curl(&["-k", &livez])).await;
+        assert!(
+            matches!(&reply, Ok(reply) if reply.is_ok()),
+            "probe {probes}: /livez answers within 1 s: {reply:?} after {:?}\n{}",
+            asked.elapsed(),
+            logs::tail(&server.stderr(), 10)
+        );
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The reload gave up, naming the file, and the first certificate is still served.
+    let failed = server
+        .wait_for_log(&["not reloaded", &cert_env, "nothing read within"], MARGIN)
+        .await;
+    assert!(
+        failed.is_some(),
+        "the reload times out naming the file\n{}",
+        logs::tail(&server.stderr(), 10)
+    );
+    let port = server.addr().port();
+    let ca = first.cert_path.display().to_string();
+    let old = curl::curl(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        &format!("https://localhost:{port}/"),
+    ])
+    .await;
+    assert!(old.is_ok(), "the first certificate stays in use: {old:?}");
+
+    server.signal("TERM");
+    let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
+    let _ = (
+        std::fs::remove_file(&served_cert),
+        std::fs::remove_file(&served_key),
+    );
+    assert_eq!(exit.code, Some(0), "SIGTERM still ends it\n{}", exit.context());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_the_generated_certificate_is_logged_and_the_server_serves_on() {
+    let mut server = start(None, &[]);
+    server.signal("HUP");
+    let said = server
+        .wait_for_log(
+            &["SIGHUP", "no TLS_CERT/TLS_KEY files to reload"],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        said.is_some(),
+        "says it has nothing to reload\n{}",
+        logs::tail(&server.stderr(), 10)
+    );
+    assert_eq!(
+        server.wait_exit(Duration::from_millis(200)).await,
+        None,
+        "still running after SIGHUP"
+    );
+    let reply = curl::curl(&["-k", &url(&server, "/")]).await;
+    assert!(reply.is_ok(), "serves on: {reply:?}");
+
     server.signal("TERM");
     let exit = Exit::wait(&mut server, Instant::now(), Duration::from_secs(2) + MARGIN).await;
     assert_eq!(exit.code, Some(0), "{}", exit.context());

@@ -12,9 +12,11 @@
 //!
 //! Without `TLS_CERT` and `TLS_KEY`, a self-signed certificate for `localhost` and
 //! `127.0.0.1` is generated at start (clients need `-k`, or the certificate printed
-//! with `TLS_PRINT_CERT=1`).
+//! with `TLS_PRINT_CERT=1`); a SIGHUP then logs that there are no files to reload, and
+//! the process serves on.
 #![warn(missing_docs)]
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use axum_terminus::tls::TlsConfig;
@@ -36,7 +38,9 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     };
     let terminus = builder.from_env()?.build()?;
     let server = Server::new(&terminus);
-    let tls = tls_config()?;
+    let (tls, files) = tls_config().await?;
+    // Before the `listening` line: a SIGHUP sent once it is printed finds the handler.
+    reload_on_sighup(tls.clone(), files)?;
     let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
     let listener = axum_terminus::bind(format!("{host}:{port}"), &terminus).await?;
     println!("tls listening on https://{}", listener.local_addr()?);
@@ -44,8 +48,15 @@ pub async fn run(builder: Builder) -> Result<ExitCode, Box<dyn std::error::Error
     Ok(outcome.exit_code())
 }
 
-/// `TLS_CERT` and `TLS_KEY` (reloaded on SIGHUP), else a self-signed certificate.
-fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
+/// The PEM files named by `TLS_CERT` and `TLS_KEY`.
+struct PemFiles {
+    cert: OsString,
+    key: OsString,
+}
+
+/// `TLS_CERT` and `TLS_KEY` (and their files, to reload), else a self-signed
+/// certificate (and no files).
+async fn tls_config() -> Result<(TlsConfig, Option<PemFiles>), Box<dyn std::error::Error>> {
     let files = (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY"));
     let (Some(cert), Some(key)) = files else {
         let generated = rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])?;
@@ -54,22 +65,31 @@ fn tls_config() -> Result<TlsConfig, Box<dyn std::error::Error>> {
             print!("{cert}");
         }
         tracing::info!("no TLS_CERT/TLS_KEY: serving a self-signed certificate for localhost");
-        return Ok(TlsConfig::from_pem(
-            cert.as_bytes(),
-            generated.key_pair.serialize_pem().as_bytes(),
-        )?);
+        let tls = TlsConfig::from_pem(cert.as_bytes(), generated.key_pair.serialize_pem().as_bytes())?;
+        return Ok((tls, None));
     };
-    let tls = TlsConfig::from_pem_files(&cert, &key)?;
-    // Renewed certificates (certbot, cert-manager) are picked up without a restart:
-    // `kill -HUP <pid>`. New handshakes use them; open connections keep theirs.
+    let tls = TlsConfig::from_pem_files(&cert, &key).await?;
+    Ok((tls, Some(PemFiles { cert, key })))
+}
+
+/// Installs a SIGHUP handler for as long as the process runs: it reloads the files
+/// (renewed certificates from certbot or cert-manager are picked up without a restart:
+/// `kill -HUP <pid>`; new handshakes use them, open connections keep theirs), or says
+/// that there are none to reload. SIGHUP's default action would end the process.
+fn reload_on_sighup(tls: TlsConfig, files: Option<PemFiles>) -> std::io::Result<()> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let reloading = tls.clone();
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            if let Err(error) = reloading.reload_pem_files(&cert, &key) {
+            let Some(files) = &files else {
+                tracing::warn!(
+                    "SIGHUP: no TLS_CERT/TLS_KEY files to reload, the generated certificate stays"
+                );
+                continue;
+            };
+            if let Err(error) = tls.reload_pem_files(&files.cert, &files.key).await {
                 tracing::error!(%error, "TLS certificate not reloaded: the previous one stays");
             }
         }
     });
-    Ok(tls)
+    Ok(())
 }

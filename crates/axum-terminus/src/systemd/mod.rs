@@ -6,12 +6,15 @@
 //!   the kernel queues new connections on it, and the next process accepts them. A
 //!   restart then loses no connection, even without a load balancer in front. At
 //!   Closing, the server leaves what waits in the queue to the next process
-//!   ([`Activated`]).
+//!   ([`Activated`]). A passed socket that cannot accept (not a stream socket, or not
+//!   listening) is an error at start ([`ActivatedSockets::take`]).
 //! - **Notifications**: with the feature on, [`Server::run`](crate::Server::run) and
 //!   [`shutdown_signal`](crate::shutdown_signal) tell the service manager
 //!   (`NOTIFY_SOCKET`) what the lifecycle does: `READY=1` when Serving, `STOPPING=1` at
 //!   Draining, `STATUS=` with each phase, and `WATCHDOG=1` every half `WATCHDOG_USEC`
-//!   when the unit sets `WatchdogSec=`. Without `NOTIFY_SOCKET` nothing is sent.
+//!   when the unit sets `WatchdogSec=`. Without `NOTIFY_SOCKET` nothing is sent. A send
+//!   never blocks: a message the service manager has no room for is dropped after
+//!   100 ms with a `warn` event ([`spawn_notifier`]).
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};

@@ -1,10 +1,22 @@
 //! Telling the service manager what the lifecycle does (`sd_notify`).
+//!
+//! sd-notify formats the messages and reads `WATCHDOG_USEC`; the send is ours, because
+//! its `notify` blocks until the service manager's socket has room, and a service
+//! manager that stopped reading would then hold a runtime worker for good.
 
+use std::ffi::{OsStr, OsString};
+use std::io;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 use terminus_core::{Phase, Terminus};
+use tokio::net::UnixDatagram;
 use tokio::task::JoinHandle;
+
+/// How long a message may wait for room in the service manager's socket before it is
+/// dropped. systemd reads its socket at once: a queue still full after this is one that
+/// nobody reads, and waiting longer would only delay the exit.
+const SEND_BOUND: Duration = Duration::from_millis(100);
 
 /// Starts a task that tells the service manager about every phase change, and pings
 /// its watchdog, until the shutdown is complete. `None` (and no task) when the process
@@ -18,19 +30,27 @@ use tokio::task::JoinHandle;
 /// - `WATCHDOG=1` every half `WATCHDOG_USEC` (`WatchdogSec=` in the unit), from the
 ///   start until the shutdown is complete.
 ///
+/// Messages are sent one at a time, in that order, and never block a runtime thread.
+/// `NOTIFY_SOCKET` is a path, or on Linux an abstract socket (`@name`). When the
+/// service manager's socket is full (nobody reads it), a message waits at most 100 ms
+/// for room, then is dropped with a `warn` event naming the socket; an error sending
+/// it (no such socket) is a `warn` event too. Either way the lifecycle goes on: a
+/// service manager that stopped listening never holds up the probes or the shutdown.
+///
 /// [`Server::run`](crate::Server::run) and [`shutdown_signal`](crate::shutdown_signal)
 /// call it: call it yourself only for a server that uses neither. `Server::run` returns
-/// only once the last message is sent; with `shutdown_signal`, a process that exits as
-/// soon as [`Terminus::outcome`] resolves may leave out the final `STATUS=stopped`
-/// (systemd learns of the exit all the same). The task ends with the shutdown: await
-/// the handle to be sure everything was sent.
+/// only once the last message is sent (or dropped); with `shutdown_signal`, a process
+/// that exits as soon as [`Terminus::outcome`] resolves may leave out the final
+/// `STATUS=stopped` (systemd learns of the exit all the same). The task ends with the
+/// shutdown: await the handle to be sure everything was sent.
 pub fn spawn_notifier(terminus: &Terminus) -> Option<JoinHandle<()>> {
-    std::env::var_os("NOTIFY_SOCKET")?;
+    let socket = std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled();
-    Some(tokio::spawn(notify(terminus.clone(), watchdog)))
+    let manager = Manager { socket };
+    Some(tokio::spawn(notify(terminus.clone(), manager, watchdog)))
 }
 
-async fn notify(terminus: Terminus, watchdog: Option<Duration>) {
+async fn notify(terminus: Terminus, manager: Manager, watchdog: Option<Duration>) {
     let mut phases = terminus.subscribe();
     let mut watchdog = watchdog.map(|period| {
         let mut ticks = tokio::time::interval((period / 2).max(Duration::from_millis(1)));
@@ -40,7 +60,7 @@ async fn notify(terminus: Terminus, watchdog: Option<Duration>) {
     let mut told = Told::default();
     loop {
         let phase = *phases.borrow_and_update();
-        told.phase(phase, &terminus).await;
+        told.phase(phase, &terminus, &manager).await;
         if phase == Phase::Stopped {
             return;
         }
@@ -50,7 +70,7 @@ async fn notify(terminus: Terminus, watchdog: Option<Duration>) {
                     return;
                 }
             }
-            _ = tick(&mut watchdog) => send(&[NotifyState::Watchdog]),
+            _ = tick(&mut watchdog) => manager.send(&[NotifyState::Watchdog]).await,
         }
     }
 }
@@ -73,7 +93,7 @@ struct Told {
 }
 
 impl Told {
-    async fn phase(&mut self, phase: Phase, terminus: &Terminus) {
+    async fn phase(&mut self, phase: Phase, terminus: &Terminus, manager: &Manager) {
         if self.last == Some(phase) {
             return;
         }
@@ -89,7 +109,7 @@ impl Told {
             states.push(NotifyState::Stopping);
         }
         states.push(NotifyState::Status(&status));
-        send(&states);
+        manager.send(&states).await;
     }
 }
 
@@ -120,8 +140,116 @@ async fn status(phase: Phase, terminus: &Terminus) -> String {
     }
 }
 
-fn send(states: &[NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(states) {
-        tracing::warn!(target: "terminus", %error, "cannot notify the service manager");
+/// The service manager's end of the protocol: a datagram socket at `NOTIFY_SOCKET`.
+struct Manager {
+    socket: OsString,
+}
+
+impl Manager {
+    /// Sends `states` in one datagram, `KEY=value` lines as sd-notify writes them;
+    /// dropped with a warning when the socket stays full for [`SEND_BOUND`].
+    async fn send(&self, states: &[NotifyState<'_>]) {
+        let message: String = states.iter().map(|state| format!("{state}\n")).collect();
+        let socket = self.socket.to_string_lossy();
+        match tokio::time::timeout(SEND_BOUND, self.try_send(message.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(target: "terminus", %socket, %error, "cannot notify the service manager");
+            }
+            Err(_) => tracing::warn!(
+                target: "terminus",
+                %socket,
+                message = %message.trim_end().replace('\n', " "),
+                waited_ms = SEND_BOUND.as_millis() as u64,
+                "the service manager's socket is full: notification dropped"
+            ),
+        }
+    }
+
+    async fn try_send(&self, message: &[u8]) -> io::Result<()> {
+        // A socket per message, as sd_notify(3) does: nothing is held between two.
+        let sent = connect(&self.socket)?.send(message).await?;
+        if sent < message.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram truncated"));
+        }
+        Ok(())
+    }
+}
+
+/// A non-blocking datagram socket connected to `path` (`@name`: an abstract socket).
+/// Connecting a datagram socket only names its peer: it does not wait.
+fn connect(path: &OsStr) -> io::Result<UnixDatagram> {
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    match abstract_name(path) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(name) => {
+            #[cfg(target_os = "android")]
+            use std::os::android::net::SocketAddrExt;
+            #[cfg(target_os = "linux")]
+            use std::os::linux::net::SocketAddrExt;
+            socket.connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)?;
+        }
+        _ => socket.connect(path)?,
+    }
+    socket.set_nonblocking(true)?;
+    UnixDatagram::from_std(socket)
+}
+
+/// The name of an abstract socket (`@name` in `NOTIFY_SOCKET`), without the `@`.
+fn abstract_name(path: &OsStr) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_bytes().strip_prefix(b"@")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn messages_reach_an_abstract_socket_as_sd_notify_writes_them() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("terminus-notify-test-{}", std::process::id());
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let receiver = std::os::unix::net::UnixDatagram::bind_addr(&address).unwrap();
+        let manager = Manager {
+            socket: format!("@{name}").into(),
+        };
+        manager
+            .send(&[NotifyState::Ready, NotifyState::Status("serving")])
+            .await;
+        let mut buffer = [0u8; 64];
+        let n = receiver.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"READY=1\nSTATUS=serving\n");
+    }
+
+    #[tokio::test]
+    async fn a_message_to_a_full_socket_is_dropped_after_the_bound() {
+        let path = std::env::temp_dir().join(format!("terminus-notify-full-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let _receiver = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Fill the receiver's queue: senders until a fresh one is refused at once.
+        let mut fillers = Vec::new();
+        for _ in 0..64 {
+            let sender = connect(path.as_os_str()).unwrap().into_std().unwrap();
+            let sent = (0..10_000)
+                .take_while(|_| sender.send(b"FILLER=1\n").is_ok())
+                .count();
+            fillers.push(sender);
+            if sent == 0 {
+                break;
+            }
+        }
+        let manager = Manager {
+            socket: path.clone().into(),
+        };
+        let started = std::time::Instant::now();
+        manager.send(&[NotifyState::Watchdog]).await;
+        let took = started.elapsed();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            took >= SEND_BOUND && took < SEND_BOUND * 10,
+            "waited for room, then gave up: {took:?}"
+        );
     }
 }

@@ -26,10 +26,10 @@ use crate::serve_connection::Versions;
 /// ```no_run
 /// use axum_terminus::tls::TlsConfig;
 ///
-/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let tls = TlsConfig::from_pem_files("/etc/app/tls.crt", "/etc/app/tls.key")?;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let tls = TlsConfig::from_pem_files("/etc/app/tls.crt", "/etc/app/tls.key").await?;
 /// // Later, when the files were renewed (on SIGHUP, say): new handshakes use them.
-/// tls.reload_pem_files("/etc/app/tls.crt", "/etc/app/tls.key")?;
+/// tls.reload_pem_files("/etc/app/tls.crt", "/etc/app/tls.key").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -65,12 +65,23 @@ impl TlsConfig {
     ///
     /// The crypto provider is the process default if one was installed
     /// (`CryptoProvider::install_default`), else *ring*.
-    pub fn from_pem_files(
+    ///
+    /// The files are read off the runtime (on a thread of their own), each within 5 s:
+    /// a FIFO that nobody writes, or a mount that hangs, is a
+    /// [`TlsError::ReadTimedOut`] naming the file, and never blocks a runtime thread.
+    /// Call it inside the Tokio runtime.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves nothing behind but a read under way, which ends on
+    /// its own thread and is discarded.
+    pub async fn from_pem_files(
         certificate_chain: impl AsRef<Path>,
         private_key: impl AsRef<Path>,
     ) -> Result<TlsConfig, TlsError> {
         let (chain_path, key_path) = (certificate_chain.as_ref(), private_key.as_ref());
-        let (chain, key) = (certificate::read(chain_path)?, certificate::read(key_path)?);
+        let chain = certificate::read(chain_path).await?;
+        let key = certificate::read(key_path).await?;
         TlsConfig::load(Pem::file(&chain, chain_path), Pem::file(&key, key_path))
     }
 
@@ -83,7 +94,7 @@ impl TlsConfig {
     fn load(chain: Pem<'_>, key: Pem<'_>) -> Result<TlsConfig, TlsError> {
         let provider = CryptoProvider::get_default()
             .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            .unwrap_or_else(|| Arc::new(ring_provider()));
         let certificate = Arc::new(Swappable::new(certificate::certified_key(chain, key, &provider)?));
         let config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -101,13 +112,23 @@ impl TlsConfig {
     /// now on use them, connections already established keep theirs. On an error
     /// (unreadable file, a key that does not match), the current certificate stays.
     /// Every clone of this configuration, and every listener given one, sees the change.
-    pub fn reload_pem_files(
+    ///
+    /// The files are read as by [`from_pem_files`](TlsConfig::from_pem_files): off the
+    /// runtime, each within 5 s, so a FIFO at the path (or a hung mount) is a
+    /// [`TlsError::ReadTimedOut`] and the server serves on with the current certificate.
+    ///
+    /// # Cancel safety
+    ///
+    /// The certificate is replaced in one step, after both files were read and checked:
+    /// dropping the future before that leaves the current one in place.
+    pub async fn reload_pem_files(
         &self,
         certificate_chain: impl AsRef<Path>,
         private_key: impl AsRef<Path>,
     ) -> Result<(), TlsError> {
         let (chain_path, key_path) = (certificate_chain.as_ref(), private_key.as_ref());
-        let (chain, key) = (certificate::read(chain_path)?, certificate::read(key_path)?);
+        let chain = certificate::read(chain_path).await?;
+        let key = certificate::read(key_path).await?;
         self.reload(Pem::file(&chain, chain_path), Pem::file(&key, key_path))
     }
 
@@ -138,4 +159,16 @@ impl TlsConfig {
         };
         Acceptor::new(Arc::new(config), versions)
     }
+}
+
+/// *ring*, the provider this crate builds with (it needs only a C compiler).
+///
+/// rustls 0.23.48 deprecated `ring::default_provider`, for want of post-quantum key
+/// exchange in *ring*, and 0.23 has no other way to reach *ring* (the next major version
+/// moves it to the `rustls-ring` crate): the `allow` keeps builds free of warnings on
+/// both sides of 0.23.48. A process that wants post-quantum key exchange installs
+/// aws-lc-rs as its default provider, which `from_pem_files` and `from_pem` then use.
+#[allow(deprecated)]
+fn ring_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }

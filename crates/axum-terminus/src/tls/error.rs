@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A certificate or key could not be loaded. The message names the file.
 #[derive(Debug)]
@@ -14,6 +15,15 @@ pub enum TlsError {
         path: PathBuf,
         /// The operating system's error.
         source: io::Error,
+    },
+    /// A file gave nothing within the bound (5 s): a FIFO that nobody writes, a mount
+    /// that hangs. The read goes on, on a thread of its own, until the file gives way;
+    /// the server keeps the certificate it has.
+    ReadTimedOut {
+        /// The file.
+        path: PathBuf,
+        /// How long the read was given.
+        after: Duration,
     },
     /// The PEM data holds no certificate, or one that cannot be parsed.
     Certificate {
@@ -42,6 +52,11 @@ impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            TlsError::ReadTimedOut { path, after } => write!(
+                f,
+                "cannot read {}: nothing read within {after:?} (a FIFO nobody writes, or a mount that hangs?)",
+                path.display()
+            ),
             TlsError::Certificate { origin, reason } => write!(f, "no usable certificate in {origin}: {reason}"),
             TlsError::PrivateKey { origin, reason } => write!(f, "no usable private key in {origin}: {reason}"),
             TlsError::Rejected(error) => write!(f, "certificate and key rejected: {error}"),

@@ -19,7 +19,9 @@
 //!   GOAWAY) send `close_notify` before the TCP FIN. Connections cut at the deadline
 //!   are reset without it.
 //! - **Certificate reload**: a [`TlsConfig`] loaded from PEM can
-//!   [reload](TlsConfig::reload_pem_files) its certificate while serving.
+//!   [reload](TlsConfig::reload_pem_files) its certificate while serving. Files are read
+//!   off the runtime and within a bound: a FIFO at the path is an error, never a
+//!   frozen server.
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -29,7 +31,7 @@
 //! # async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
 //! let terminus = Terminus::builder().from_env()?.build()?;
 //! let app = TerminusLayer::new(&terminus).layer(Router::new().route("/", get(|| async { "hello" })));
-//! let tls = TlsConfig::from_pem_files("/etc/app/tls.crt", "/etc/app/tls.key")?;
+//! let tls = TlsConfig::from_pem_files("/etc/app/tls.crt", "/etc/app/tls.key").await?;
 //! let listener = axum_terminus::bind("0.0.0.0:443", &terminus).await?;
 //! let outcome = Server::new(&terminus).tls_listener(listener, tls, app).run().await;
 //! Ok(outcome.exit_code())
