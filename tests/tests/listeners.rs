@@ -97,3 +97,59 @@ async fn admin_port_reports_the_public_listeners_state_and_both_close_at_closing
         .expect("one exit for both");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_maintenance_switch_on_the_admin_port_flips_readiness_and_a_sigterm_during_it_still_drains() {
+    use terminus_tests::curl::curl;
+    let mut server = TestServer::start(
+        env!("CARGO_BIN_EXE_admin-port-server"),
+        &[
+            ("ADMIN_PORT", "0"),
+            ("TERMINUS_DRAIN_DELAY", "500ms"),
+            ("TERMINUS_DRAIN_TIMEOUT", "10s"),
+        ],
+    );
+    let (public, admin) = (server.addr(), admin_addr(&server));
+    let switch = format!("http://{admin}/maintenance");
+    assert_eq!(get(public, "/readyz").await.unwrap().status, StatusCode::OK);
+
+    // On: readiness fails on both ports, liveness passes, the application still serves.
+    let on = curl(&["-X", "POST", &switch]).await;
+    assert_eq!(on.status, Some(200), "{on:?}");
+    for addr in [public, admin] {
+        assert_eq!(
+            get(addr, "/readyz").await.unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get(addr, "/livez").await.unwrap().status, StatusCode::OK);
+    }
+    let detailed = get(admin, "/readyz?verbose").await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&detailed.body).contains("maintenance"),
+        "{detailed:?}"
+    );
+    assert_eq!(get(public, "/").await.unwrap().body, "hello");
+    // The switch is not on the public port.
+    let public_switch = curl(&["-X", "POST", &format!("http://{public}/maintenance")]).await;
+    assert_ne!(public_switch.status, Some(200), "{public_switch:?}");
+
+    // Off: back in rotation.
+    let off = curl(&["-X", "DELETE", &switch]).await;
+    assert_eq!(off.status, Some(200), "{off:?}");
+    assert_eq!(get(public, "/readyz").await.unwrap().status, StatusCode::OK);
+
+    // A SIGTERM during maintenance drains as usual: the request in flight completes.
+    assert_eq!(curl(&["-X", "POST", &switch]).await.status, Some(200));
+    let slow = tokio::spawn(get(public, "/slow?ms=1500"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.signal("TERM");
+    let reply = slow.await.unwrap().expect("the request in flight completes");
+    assert_eq!(reply.status, StatusCode::OK);
+    let status = server
+        .wait_exit(Duration::from_secs(5) + MARGIN)
+        .await
+        .expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let stderr = server.stderr().join("\n");
+    assert!(stderr.contains("requests_drained=1"), "{stderr}");
+}

@@ -7,8 +7,9 @@
 //! the whole process: it fails readiness while any shutdown phase runs, and it closes
 //! with the other listeners at Closing.
 //!
-//! It also answers `GET /prestop`, a preStop hook for images without `sleep`: see
-//! [`PRESTOP_PATH`].
+//! It also answers `GET /prestop`, a preStop hook for images without `sleep` (see
+//! [`PRESTOP_PATH`]), and the maintenance switch, `POST`/`DELETE /maintenance` (see
+//! [`MAINTENANCE_PATH`]).
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -26,7 +27,7 @@
 //! ```
 
 use axum::http::{Method, StatusCode};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use terminus_core::{Phase, Terminus};
 use tower_terminus::TerminusLayer;
@@ -57,6 +58,18 @@ use tower_terminus::TerminusLayer;
 /// none at all.
 pub const PRESTOP_PATH: &str = "/prestop";
 
+/// The admin router's maintenance switch: `POST /maintenance` takes the instance out of
+/// rotation (readiness fails, gRPC health says `NOT_SERVING`, requests are still
+/// served), `DELETE /maintenance` puts it back, `GET /maintenance` says which it is.
+/// See [`Terminus::set_maintenance`]. Only on the admin listener: never route it on a
+/// public port.
+///
+/// ```sh
+/// curl -X POST localhost:9000/maintenance     # out of rotation
+/// curl -X DELETE localhost:9000/maintenance   # back in
+/// ```
+pub const MAINTENANCE_PATH: &str = "/maintenance";
+
 /// The reason the shutdown reports when `GET /prestop` started it.
 const PRESTOP_REASON: &str = "preStop hook";
 
@@ -73,7 +86,8 @@ pub fn admin_layer(terminus: &Terminus) -> TerminusLayer {
 }
 
 /// A router that answers the probes of `layer`, `GET /prestop` (see
-/// [`PRESTOP_PATH`]), and `404 Not Found` to everything else: what
+/// [`PRESTOP_PATH`]), the maintenance switch (see [`MAINTENANCE_PATH`]), and
+/// `404 Not Found` to everything else: what
 /// [`Server::admin_listener`](crate::Server::admin_listener) serves. Add routes to it
 /// (a `/metrics` endpoint, say) and serve it with [`Server::listener`](crate::Server::listener).
 ///
@@ -88,10 +102,15 @@ pub fn admin_layer(terminus: &Terminus) -> TerminusLayer {
 /// ```
 pub fn admin_router(layer: TerminusLayer) -> Router {
     let terminus = layer.terminus().clone();
+    let switch = terminus.clone();
     Router::new()
         .route(
             PRESTOP_PATH,
             get(move |method: Method| prestop(terminus.clone(), method)),
+        )
+        .route(
+            MAINTENANCE_PATH,
+            any(move |method: Method| maintenance(switch.clone(), method)),
         )
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(layer)
@@ -110,6 +129,32 @@ async fn prestop(terminus: Terminus, method: Method) -> (StatusCode, &'static st
     // The sender lives in `terminus`, so the channel cannot close while we wait.
     let _ = phases.wait_for(|phase| *phase >= Phase::Closing).await;
     (StatusCode::OK, "closing: the drain delay is over\n")
+}
+
+/// The maintenance switch: `POST` on, `DELETE` off, `GET` (and `HEAD`) the state.
+async fn maintenance(
+    terminus: Terminus,
+    method: Method,
+) -> (StatusCode, [(http::HeaderName, &'static str); 1], &'static str) {
+    let allow = [(http::header::ALLOW, "GET, HEAD, POST, DELETE")];
+    match method {
+        Method::POST => terminus.set_maintenance(true),
+        Method::DELETE => terminus.set_maintenance(false),
+        Method::GET | Method::HEAD => {}
+        _ => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                allow,
+                "POST turns maintenance on, DELETE off\n",
+            )
+        }
+    }
+    let body = if terminus.in_maintenance() {
+        "maintenance on: readiness fails, requests are still served\n"
+    } else {
+        "maintenance off\n"
+    };
+    (StatusCode::OK, allow, body)
 }
 
 #[cfg(test)]
@@ -215,6 +260,45 @@ mod tests {
         assert!(runner.await.unwrap().is_graceful());
         // Once Closing has begun, a repeated hook is answered at once.
         assert_eq!(call(&admin, Method::GET, PRESTOP_PATH).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_maintenance_switch_fails_readiness_and_back_and_a_shutdown_wins() {
+        let terminus = Terminus::builder().build().unwrap();
+        terminus.mark_listeners_bound();
+        let admin = admin_router(admin_layer(&terminus));
+        assert_eq!(call(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
+        let (status, body) = call(&admin, Method::POST, MAINTENANCE_PATH).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(terminus.in_maintenance());
+        let (status, body) = call(&admin, Method::GET, "/readyz?verbose").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("[-]lifecycle failed: maintenance"), "{body}");
+        assert_eq!(call(&admin, Method::GET, "/livez").await.0, StatusCode::OK);
+        assert!(call(&admin, Method::GET, MAINTENANCE_PATH)
+            .await
+            .1
+            .contains("maintenance on"));
+        assert_eq!(
+            call(&admin, Method::PUT, MAINTENANCE_PATH).await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+
+        assert_eq!(
+            call(&admin, Method::DELETE, MAINTENANCE_PATH).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(call(&admin, Method::GET, "/readyz").await.0, StatusCode::OK);
+
+        // A shutdown wins over the switch, whichever way it is set.
+        terminus.set_maintenance(true);
+        terminus.shutdown("test");
+        terminus.set_maintenance(false);
+        assert_eq!(
+            call(&admin, Method::GET, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(!terminus.is_ready());
     }
 
     #[tokio::test]

@@ -118,7 +118,7 @@ mod tracking;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use admin::{admin_layer, admin_router, PRESTOP_PATH};
+pub use admin::{admin_layer, admin_router, MAINTENANCE_PATH, PRESTOP_PATH};
 #[cfg(unix)]
 pub use bind::bind_unix;
 pub use bind::{bind, BindError, LISTEN_BACKLOG};

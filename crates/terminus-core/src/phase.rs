@@ -124,6 +124,13 @@ impl PhaseCell {
         &self.draining
     }
 
+    /// Announces the current phase again, for a change that is not a phase's (the
+    /// maintenance switch): subscribers wake and look at the lifecycle again.
+    pub(crate) fn announce(&self) {
+        let _since = lock(&self.since);
+        self.changes.send_replace(self.get());
+    }
+
     /// Moves to `next` if that is forward, logging one event; `false` if it was not.
     pub(crate) fn enter(&self, next: Phase, reason: &str) -> bool {
         let mut since = lock(&self.since);

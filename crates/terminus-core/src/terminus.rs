@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     signaled: AtomicBool,
     pub(crate) requests: Arc<Requests>,
     pub(crate) tasks: Arc<TrackedTasks>,
+    /// Readiness fails while set (see `set_maintenance`). Acquire/Release pair the
+    /// switch with the probes that read it; nothing else is published with it.
+    maintenance: AtomicBool,
     /// The shutdown's progress, locked by the `run` that drives it (see `run.rs`).
     pub(crate) progress: tokio::sync::Mutex<crate::run::Progress>,
     /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
@@ -128,6 +131,7 @@ impl Terminus {
                 signaled: AtomicBool::new(false),
                 requests: Arc::default(),
                 tasks: Arc::default(),
+                maintenance: AtomicBool::new(false),
                 progress: tokio::sync::Mutex::default(),
                 outcome: OnceLock::new(),
                 health,
@@ -210,9 +214,43 @@ impl Terminus {
         self.inner.fatal.get().is_none()
     }
 
-    /// `true` only while [`Serving`](Phase::Serving).
+    /// `true` only while [`Serving`](Phase::Serving) and not in
+    /// [maintenance](Terminus::set_maintenance).
     pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Serving
+        self.phase() == Phase::Serving && !self.in_maintenance()
+    }
+
+    /// Takes the instance out of rotation (`true`) or puts it back (`false`) without
+    /// stopping it: while in maintenance, readiness fails (`/readyz`, and every gRPC
+    /// health service but liveness is `NOT_SERVING`) with the reason `maintenance`,
+    /// liveness passes, and requests are served as usual, so balancers move traffic
+    /// away and nothing in flight is lost. A shutdown still wins: turning maintenance
+    /// off while draining changes nothing. Operators reach it through the admin
+    /// listener (`POST` and `DELETE /maintenance`, see `axum_terminus::admin_router`),
+    /// never a public port.
+    ///
+    /// ```
+    /// # use terminus_core::Terminus;
+    /// let terminus = Terminus::builder().build().unwrap();
+    /// terminus.set_maintenance(true);
+    /// assert!(!terminus.is_ready());
+    /// ```
+    pub fn set_maintenance(&self, on: bool) {
+        if self.inner.maintenance.swap(on, Ordering::AcqRel) != on {
+            tracing::info!(
+                target: "terminus",
+                maintenance = on,
+                "maintenance switched {}",
+                if on { "on: readiness fails" } else { "off: readiness follows the lifecycle and checks" }
+            );
+            // Whoever watches the lifecycle (gRPC health `Watch` streams) looks again.
+            self.inner.phase.announce();
+        }
+    }
+
+    /// Whether [`set_maintenance(true)`](Terminus::set_maintenance) is in force.
+    pub fn in_maintenance(&self) -> bool {
+        self.inner.maintenance.load(Ordering::Acquire)
     }
 
     /// `true` once startup is done: every listener bound, `mark_ready` called when
@@ -253,6 +291,7 @@ impl Terminus {
             fatal: !self.is_live(),
             prerequisites_met: self.inner.startup_prerequisites(),
             startup_done: self.inner.startup_done(),
+            maintenance: self.in_maintenance(),
         }
     }
 

@@ -112,7 +112,7 @@ impl Shared {
             Target::Checks(request) => {
                 // A `checks` probe leaves startup and fatal errors aside: a named
                 // service is not serving before (or after) the server is.
-                if state.phase != Phase::Serving || state.fatal {
+                if state.phase != Phase::Serving || state.fatal || state.maintenance {
                     return ServingStatus::NotServing;
                 }
                 self.probe(request).await

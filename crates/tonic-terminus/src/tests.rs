@@ -258,3 +258,48 @@ fn invalid_mappings_are_errors_naming_the_field() {
     let zero = error(HealthService::builder(&terminus).watch_interval(Duration::ZERO));
     assert_eq!(zero.field(), "watch_interval");
 }
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_makes_every_service_but_liveness_not_serving_at_once_and_back() {
+    let up = Arc::new(AtomicBool::new(true));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let terminus = Terminus::builder()
+        .readiness(dependency(&up, &runs))
+        .build()
+        .unwrap();
+    let health = HealthService::builder(&terminus)
+        .service("app.Orders", ["dep"])
+        .probe_service("liveness", CheckKind::Liveness)
+        .watch_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    terminus.mark_listeners_bound();
+    let mut stream = watch(&health, "").await;
+    assert_eq!(next(&mut stream).await, Some(ServingStatus::Serving));
+
+    let started = tokio::time::Instant::now();
+    terminus.set_maintenance(true);
+    assert_eq!(next(&mut stream).await, Some(ServingStatus::NotServing));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at once, not at the next interval"
+    );
+    for service in ["", "app.Orders"] {
+        assert_eq!(
+            check(&health, service).await,
+            Ok(ServingStatus::NotServing),
+            "{service}"
+        );
+    }
+    assert_eq!(check(&health, "liveness").await, Ok(ServingStatus::Serving));
+
+    terminus.set_maintenance(false);
+    assert_eq!(next(&mut stream).await, Some(ServingStatus::Serving));
+    for service in ["", "app.Orders", "liveness"] {
+        assert_eq!(
+            check(&health, service).await,
+            Ok(ServingStatus::Serving),
+            "{service}"
+        );
+    }
+}

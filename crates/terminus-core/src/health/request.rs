@@ -23,6 +23,8 @@ pub struct LifecycleState {
     pub prerequisites_met: bool,
     /// Startup is done: prerequisites met and every startup check passed once.
     pub startup_done: bool,
+    /// An operator took the instance out of rotation: readiness fails.
+    pub maintenance: bool,
 }
 
 impl LifecycleState {
@@ -34,6 +36,7 @@ impl LifecycleState {
             fatal: false,
             prerequisites_met: true,
             startup_done: true,
+            maintenance: false,
         }
     }
 
@@ -183,6 +186,7 @@ fn readiness_gate(state: &LifecycleState) -> (Gate, bool) {
         return (Gate::fail("fatal error", state.phase.is_shutting_down()), false);
     }
     match state.phase {
+        Phase::Serving if state.maintenance => (Gate::fail("maintenance", false), false),
         Phase::Serving => (Gate::pass(), true),
         Phase::Starting => (Gate::fail("starting", false), true),
         // Draining or later: no point asking dependencies, traffic is leaving anyway.
