@@ -26,6 +26,16 @@ pub(crate) struct ServerParts {
     pub(crate) clock: Arc<Clock>,
 }
 
+/// What a listener is for.
+#[derive(Clone)]
+pub(crate) enum Role {
+    /// Application traffic, under the server's connection cap if it has one.
+    Public { cap: Option<Arc<Semaphore>> },
+    /// Operators' traffic (probes, `/metrics`): outside the cap, and its requests are
+    /// not the application's, so the lifecycle does not count them.
+    Admin,
+}
+
 /// Accepts connections and serves each on its own task, until Closing; then takes in
 /// what the kernel already accepted, and closes the listener.
 pub(crate) async fn accept_loop<L, S, B>(
@@ -33,7 +43,7 @@ pub(crate) async fn accept_loop<L, S, B>(
     service: S,
     transport: Transport,
     server: Arc<ServerParts>,
-    cap: Option<Arc<Semaphore>>,
+    role: Role,
 ) where
     L: TerminusListener,
     L::Addr: Clone + Sync + fmt::Debug + 'static,
@@ -43,6 +53,10 @@ pub(crate) async fn accept_loop<L, S, B>(
     B::Error: Into<BoxError>,
 {
     let name = listener::name(&listener);
+    let (cap, admin) = match role {
+        Role::Public { cap } => (cap, false),
+        Role::Admin => (None, true),
+    };
     let mut phases = server.settings.terminus.subscribe();
     loop {
         // At the cap, wait for a connection to close before accepting: the kernel
@@ -60,7 +74,7 @@ pub(crate) async fn accept_loop<L, S, B>(
             _ = phases.wait_for(|phase| *phase >= Phase::Closing) => break,
             accepted = listener.accept() => accepted,
         };
-        spawn::<L, S, B>(io, addr, permit, &name, &service, &transport, &server);
+        spawn::<L, S, B>(io, addr, permit, admin, &name, &service, &transport, &server);
     }
     // Connections the kernel completed while the listener was open reached the server:
     // serve them. Closing the listener then makes the kernel refuse new ones, a clean
@@ -73,16 +87,18 @@ pub(crate) async fn accept_loop<L, S, B>(
     };
     let count = taken.len();
     for (io, addr) in taken {
-        spawn::<L, S, B>(io, addr, None, &name, &service, &transport, &server);
+        spawn::<L, S, B>(io, addr, None, admin, &name, &service, &transport, &server);
     }
     drop(listener);
     tracing::info!(target: "terminus", listener = %name, taken_at_close = count, "listener closed");
 }
 
+#[allow(clippy::too_many_arguments)] // one call site per listener event; a struct would only rename them
 fn spawn<L, S, B>(
     io: L::Io,
     addr: L::Addr,
     permit: Option<OwnedSemaphorePermit>,
+    admin: bool,
     listener: &str,
     service: &S,
     transport: &Transport,
@@ -99,6 +115,7 @@ fn spawn<L, S, B>(
     let connection = Arc::new(Connection::new(
         L::peer(&addr, listener),
         Arc::clone(&server.clock),
+        admin,
     ));
     let registered = server.registry.register(Arc::clone(&connection), permit);
     // Registered before this read: if Closing began meanwhile, either the registry's

@@ -89,7 +89,9 @@ pub fn admin_layer(terminus: &Terminus) -> TerminusLayer {
 /// [`PRESTOP_PATH`]), the maintenance switch (see [`MAINTENANCE_PATH`]), and
 /// `404 Not Found` to everything else: what
 /// [`Server::admin_listener`](crate::Server::admin_listener) serves. Add routes to it
-/// (a `/metrics` endpoint, say) and serve it with [`Server::listener`](crate::Server::listener).
+/// (a `/metrics` endpoint, say) and serve it with
+/// [`Server::admin_listener_with`](crate::Server::admin_listener_with), outside the
+/// connection cap.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -49,6 +49,8 @@ impl Protocol {
 /// One connection's shared state.
 pub(crate) struct Connection {
     pub(crate) peer: Peer,
+    /// On an admin listener: its requests are not the application's.
+    pub(crate) admin: bool,
     pub(crate) accepted: Tick,
     pub(crate) clock: Arc<Clock>,
     protocol: AtomicU8,
@@ -95,10 +97,11 @@ impl Flags {
 }
 
 impl Connection {
-    pub(crate) fn new(peer: Peer, clock: Arc<Clock>) -> Connection {
+    pub(crate) fn new(peer: Peer, clock: Arc<Clock>, admin: bool) -> Connection {
         let accepted = clock.now();
         Connection {
             peer,
+            admin,
             accepted,
             clock,
             protocol: AtomicU8::new(Protocol::Unknown as u8),

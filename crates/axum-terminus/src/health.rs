@@ -1,7 +1,7 @@
 //! Health checks: [`Check`]s registered on the [`Terminus`](crate::Terminus) builder, run
 //! concurrently, bounded by their timeouts, shared and cached, and reported by the
-//! probes. Everything of `terminus_core::health`, plus [`checks::http_get`], which needs
-//! an HTTP client.
+//! probes. Everything of `terminus_core::health`, plus `checks::http_get` (feature
+//! `http-check`, on by default), which needs an HTTP client.
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,8 +26,10 @@
 
 pub use terminus_core::health::*;
 
-/// Built-in checks: a TCP connect, and an HTTP GET.
+/// Built-in checks: a TCP connect, and an HTTP GET (feature `http-check`, on by default).
 pub mod checks {
+    #[cfg(feature = "http-check")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http-check")))]
     pub use crate::http_check::{http_get, InvalidUrl};
     pub use terminus_core::health::checks::tcp;
 }

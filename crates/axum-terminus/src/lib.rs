@@ -93,6 +93,7 @@
 //!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
 //!   building the `Terminus`.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod accept;
@@ -101,6 +102,7 @@ mod bind;
 mod clock;
 mod connection;
 pub mod health;
+#[cfg(feature = "http-check")]
 mod http_check;
 mod io;
 mod listener;
@@ -111,11 +113,14 @@ mod shutdown_signal;
 pub mod sse;
 pub mod stream;
 #[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub mod systemd;
 #[cfg(feature = "tls-rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls-rustls")))]
 pub mod tls;
 mod tracking;
 #[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub mod ws;
 
 pub use admin::{admin_layer, admin_router, MAINTENANCE_PATH, PRESTOP_PATH};

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::accept::{accept_loop, ServerParts};
+use crate::accept::{accept_loop, Role, ServerParts};
 use crate::clock::{self, Clock, Timeouts};
 use crate::connection::Registry;
 use crate::listener::TerminusListener;
@@ -189,7 +189,13 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         self.accept_loops.push(Box::new(move |parts, cap| {
-            Box::pin(accept_loop(listener, service, Transport::Plain, parts, cap))
+            Box::pin(accept_loop(
+                listener,
+                service,
+                Transport::Plain,
+                parts,
+                Role::Public { cap },
+            ))
         }));
         self
     }
@@ -199,6 +205,7 @@ impl Server {
     /// ([`Builder::header_read_timeout`](crate::Builder::header_read_timeout)), and `close_notify` on graceful closes.
     /// The listener is any [`TerminusListener`], as for [`listener`](Server::listener). See [`tls`](crate::tls).
     #[cfg(feature = "tls-rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-rustls")))]
     pub fn tls_listener<L, S, B>(mut self, listener: L, tls: crate::tls::TlsConfig, service: S) -> Server
     where
         L: TerminusListener,
@@ -211,7 +218,13 @@ impl Server {
         self.accept_loops.push(Box::new(move |parts, cap| {
             // ALPN follows the versions, known only now that the server is complete.
             let transport = Transport::Tls(tls.acceptor(parts.settings.versions));
-            Box::pin(accept_loop(listener, service, transport, parts, cap))
+            Box::pin(accept_loop(
+                listener,
+                service,
+                transport,
+                parts,
+                Role::Public { cap },
+            ))
         }));
         self
     }
@@ -253,7 +266,13 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         self.accept_loops.push(Box::new(move |parts, _cap| {
-            Box::pin(accept_loop(listener, service, Transport::Plain, parts, None))
+            Box::pin(accept_loop(
+                listener,
+                service,
+                Transport::Plain,
+                parts,
+                Role::Admin,
+            ))
         }));
         self
     }

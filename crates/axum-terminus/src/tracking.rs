@@ -82,7 +82,11 @@ where
             // Boxed: the response body stays small enough to be moved without a memcpy
             // call, which hyper does several times per response (measured: cheaper than
             // the allocation).
-            Box::new(self.settings.terminus.track_request(served))
+            Box::new(if self.connection.admin {
+                Held::Admin(served)
+            } else {
+                Held::Counted(self.settings.terminus.track_request(served))
+            })
         });
         // axum's routers are always ready: call at once. A service that is not ready yet
         // goes through tower's `oneshot`, which waits for it.
@@ -97,7 +101,13 @@ where
 }
 
 /// What a response holds until its body ends: dropping it ends the request.
-type Held = RequestGuard<ServedRequest>;
+enum Held {
+    /// An application request: Closing waits for it, and it counts as drained or cut.
+    Counted(#[allow(dead_code)] RequestGuard<ServedRequest>),
+    /// A request on an admin listener (`/metrics`, say): its connection knows it is
+    /// busy, and the lifecycle's counts and metrics leave it out.
+    Admin(#[allow(dead_code)] ServedRequest),
+}
 
 /// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
 /// those requests an `OnUpgrade`. Reading the (usually empty) extension map is cheaper
@@ -138,7 +148,7 @@ impl DescribeRequest for ServedRequest {
         tracing::warn!(
             target: "terminus",
             peer = %connection.peer,
-            protocol = %connection.protocol().as_str(),
+            protocol = connection.protocol().as_str(),
             method = %self.method,
             path = %self.path.as_ref().map_or("/", PathAndQuery::path),
             age_ms = connection.clock.age(self.started).as_millis() as u64,

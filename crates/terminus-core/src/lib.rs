@@ -34,6 +34,7 @@
 //! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod builder;

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `terminus_phase` | gauge | `phase` | 1 for the current phase, 0 for the others |
 //! | `terminus_phase_duration_seconds` | gauge | `phase` | how long the last completed phase lasted |
-//! | `terminus_requests_in_flight` | gauge | | requests in flight now (probes excluded) |
+//! | `terminus_requests_in_flight` | gauge | | application requests in flight now (probes and the admin listener's requests, such as `/metrics` scrapes, excluded) |
 //! | `terminus_requests_drained_total` | counter | | requests completed after the shutdown began |
 //! | `terminus_requests_cut_total` | counter | | requests cut at the drain deadline |
 //! | `terminus_tasks_cut_total` | counter | | tracked tasks aborted at the deadline |

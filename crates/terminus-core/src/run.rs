@@ -306,9 +306,11 @@ impl<'a, D: Drain> Shutdown<'a, D> {
             "cleanup done"
         };
         inner.phase.enter(Phase::Stopped, reason);
+        // Text fields as `str`, as every other event writes them (quoted by `fmt`).
+        let why = outcome.reason.to_string();
         tracing::info!(
             target: "terminus",
-            reason = %outcome.reason,
+            reason = why.as_str(),
             graceful = outcome.is_graceful(),
             hooks_skipped = skipped,
             requests_drained = outcome.requests_drained,

@@ -15,8 +15,8 @@
 //! the Kubernetes probe settings.
 //!
 //! ```no_run
-//! use axum_terminus::{Layer, Server, Terminus, TerminusLayer};
-//! use terminus_core::health::{checks, CheckKind};
+//! use axum_terminus::health::checks;
+//! use axum_terminus::{CheckKind, Layer, Server, Terminus, TerminusLayer};
 //! use tonic_terminus::HealthService;
 //!
 //! # async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
@@ -42,6 +42,7 @@
 //! health service works under any server, tonic's own included (with the weaker
 //! shutdown that server gives; see `docs/grpc.md`).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod builder;

@@ -99,6 +99,18 @@ where
     }
 }
 
+/// The protocol as the server's events name it (`HTTP/1.1`, `HTTP/2`).
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
 /// What the layer knows of a request it tracks, for the report if it is cut. (The peer
 /// is known only to the server.)
 pub(crate) struct LayerRequest {
@@ -112,7 +124,7 @@ impl DescribeRequest for LayerRequest {
     fn report_cut(&self) {
         tracing::warn!(
             target: "terminus",
-            protocol = ?self.version,
+            protocol = protocol(self.version),
             method = %self.method,
             path = %self.uri.path(),
             age_ms = self.started.elapsed().as_millis() as u64,
