@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::clock::Clock;
-use crate::connection::{Connection, Registry};
+use crate::connection::{Connection, Limits, Registry};
 use crate::io::ConnectionIo;
 use crate::listener::{self, TerminusListener, MAX_TAKEN_AT_CLOSING};
 use crate::serve::BoxError;
@@ -24,6 +24,8 @@ pub(crate) struct ServerParts {
     pub(crate) settings: Arc<Settings>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) clock: Arc<Clock>,
+    /// The bounds on each connection's life while serving.
+    pub(crate) limits: Limits,
 }
 
 /// What a listener is for.
@@ -116,6 +118,7 @@ fn spawn<L, S, B>(
         L::peer(&addr, listener),
         Arc::clone(&server.clock),
         admin,
+        server.limits,
     ));
     let registered = server.registry.register(Arc::clone(&connection), permit);
     // Registered before this read: if Closing began meanwhile, either the registry's

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use terminus_core::{Phase, Terminus};
 
-use crate::connection::Registry;
+use crate::connection::{Connection, Registry, Retire};
 
 /// Milliseconds since the server started, as last advanced by the sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,16 +75,50 @@ pub(crate) struct Timeouts {
     /// From Closing on, how long a connection with nothing in flight may stay open
     /// (an HTTP/2 peer that never acknowledges the GOAWAY, half a request head).
     pub(crate) idle_close: Duration,
+    /// While serving, how long a connection may sit between requests.
+    pub(crate) keep_alive: Option<Duration>,
+    /// Past its maximum age, how long what is in flight has before it is cut.
+    pub(crate) age_grace: Duration,
 }
 
 impl Timeouts {
     /// A quarter of the shortest timeout, between 10 ms and 1 s: a timeout fires at most
     /// a quarter late, and a server with default settings ticks four times a second.
     pub(crate) fn resolution(&self) -> Duration {
-        let shortest = self
-            .header_read
-            .map_or(self.idle_close, |header| header.min(self.idle_close));
+        let shortest = [self.header_read, self.keep_alive]
+            .into_iter()
+            .flatten()
+            .fold(self.idle_close, Duration::min);
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// While serving: the keep-alive timeout, the maximum age, and the grace after it. (From
+/// Draining on, the shutdown bounds every connection instead.)
+fn bound_life(connection: &Connection, clock: &Clock, now: Tick, timeouts: &Timeouts) {
+    if !connection.closes_when_idle()
+        && timeouts.keep_alive.is_some_and(|keep_alive| {
+            connection.is_idle_between_requests() && clock.since(connection.idle_since()) >= keep_alive
+        })
+    {
+        connection.retire(Retire::Idle);
+        return;
+    }
+    match connection.retiring() {
+        None => {
+            if now >= connection.max_age_at() {
+                connection.retire(Retire::Age);
+            }
+        }
+        Some(Retire::Age) => {
+            if connection.is_busy()
+                && !connection.is_cut()
+                && clock.since(connection.retired_at()) >= timeouts.age_grace
+            {
+                connection.cut_past_grace();
+            }
+        }
+        Some(_) => {}
     }
 }
 
@@ -104,6 +138,7 @@ pub(crate) async fn sweep(
         if closing_since.is_none() && terminus.phase() >= Phase::Closing {
             closing_since = Some(now);
         }
+        let serving = terminus.phase() == Phase::Serving;
         registry.for_each(|connection| {
             if let (Some(timeout), Some(head)) = (timeouts.header_read, connection.head_since()) {
                 if clock.since(head) >= timeout && !connection.is_expired() {
@@ -113,9 +148,13 @@ pub(crate) async fn sweep(
                         timeout_ms = timeout.as_millis() as u64,
                         "request head not received in time: connection closed"
                     );
+                    crate::metrics::connection_retired("header_timeout");
                     connection.expire();
                     return;
                 }
+            }
+            if serving {
+                bound_life(connection, &clock, now, &timeouts);
             }
             if let Some(closing) = closing_since {
                 let idle_from = closing.max(connection.idle_since());

@@ -46,11 +46,60 @@ impl Protocol {
     }
 }
 
+/// Why a connection was told to finish while serving (see [`Connection::retire`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Retire {
+    /// Nothing in flight for the keep-alive timeout.
+    Idle = 1,
+    /// Past its maximum age.
+    Age = 2,
+    /// It began its last allowed request.
+    MaxRequests = 3,
+}
+
+impl Retire {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Retire::Idle => "idle",
+            Retire::Age => "age",
+            Retire::MaxRequests => "max_requests",
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Retire> {
+        match value {
+            1 => Some(Retire::Idle),
+            2 => Some(Retire::Age),
+            3 => Some(Retire::MaxRequests),
+            _ => None,
+        }
+    }
+}
+
+/// The bounds on a connection's life while serving, the same for every connection of a
+/// server.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits {
+    pub(crate) max_age: Option<std::time::Duration>,
+    pub(crate) max_requests: Option<u64>,
+}
+
 /// One connection's shared state.
 pub(crate) struct Connection {
     pub(crate) peer: Peer,
     /// On an admin listener: its requests are not the application's.
     pub(crate) admin: bool,
+    /// When the connection reaches its maximum age (jittered), or [`Tick::NONE`].
+    max_age_at: Tick,
+    /// The most requests it may begin, or `u64::MAX`.
+    max_requests: u64,
+    /// Requests begun on it.
+    requests: AtomicU64,
+    /// [`Retire`] as a byte (0: not retiring); set once, with [`Flags::RETIRE`].
+    retire_reason: AtomicU8,
+    /// When it was told to finish while serving.
+    retired_at: AtomicU64,
     pub(crate) accepted: Tick,
     pub(crate) clock: Arc<Clock>,
     protocol: AtomicU8,
@@ -94,14 +143,26 @@ impl Flags {
     const WRITE_BLOCKED: u8 = 16;
     /// The sweep found a timeout expired: the task closes the connection.
     const EXPIRED: u8 = 32;
+    /// Told to finish while serving (keep-alive timeout, maximum age or requests): an
+    /// HTTP/1 connection closes after the response in progress (which says
+    /// `Connection: close`) or, idle, once nothing is buffered; HTTP/2 gets a GOAWAY.
+    const RETIRE: u8 = 64;
 }
 
 impl Connection {
-    pub(crate) fn new(peer: Peer, clock: Arc<Clock>, admin: bool) -> Connection {
+    pub(crate) fn new(peer: Peer, clock: Arc<Clock>, admin: bool, limits: Limits) -> Connection {
         let accepted = clock.now();
+        let max_age_at = limits.max_age.map_or(Tick::NONE, |age| {
+            Tick(accepted.0.saturating_add(jittered(age).as_millis() as u64))
+        });
         Connection {
             peer,
             admin,
+            max_age_at,
+            max_requests: limits.max_requests.unwrap_or(u64::MAX),
+            requests: AtomicU64::new(0),
+            retire_reason: AtomicU8::new(0),
+            retired_at: AtomicU64::new(Tick::NONE.0),
             accepted,
             clock,
             protocol: AtomicU8::new(Protocol::Unknown as u8),
@@ -153,9 +214,93 @@ impl Connection {
         if upgrade {
             self.set(Flags::UPGRADE_REQUESTED);
         }
-        if closing {
+        // One relaxed add: only this connection's task counts its requests.
+        if self.requests.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_requests {
+            self.retire(Retire::MaxRequests);
+        } else if closing || self.has(Flags::RETIRE) {
+            // Closing, or retiring (a request read once more after the keep-alive
+            // timeout or the maximum age): this request is the connection's last.
             self.notify();
         }
+    }
+
+    /// Tells the connection to finish while serving (the first reason is kept).
+    /// HTTP/2 gets a GOAWAY. HTTP/1: the next response (or the one in progress) says
+    /// `Connection: close` and the connection closes after it; and for
+    /// [`Retire::Idle`], a connection with nothing in flight closes now, once a last
+    /// read finds nothing buffered (a request already there is answered).
+    pub(crate) fn retire(&self, reason: Retire) {
+        let first = self.flags.fetch_or(Flags::RETIRE, Ordering::AcqRel) & Flags::RETIRE == 0;
+        if first {
+            // Read only once RETIRE is seen set; a reader that sees RETIRE before these
+            // stores lands (Relaxed) sees no reason yet, which delays the grace by a
+            // sweep at most.
+            self.retire_reason.store(reason as u8, Ordering::Relaxed);
+            self.retired_at.store(self.clock.now().0, Ordering::Relaxed);
+        }
+        let closing_idle = reason == Retire::Idle && !self.has(Flags::CLOSING_READ);
+        if closing_idle {
+            // The next idle read bypasses the reactor (see `io.rs`) and reports the end
+            // of the stream when nothing is there.
+            self.set(Flags::CLOSING_READ);
+        }
+        if first || closing_idle {
+            tracing::debug!(
+                target: "terminus",
+                peer = %self.peer,
+                protocol = self.protocol().as_str(),
+                reason = reason.as_str(),
+                requests = self.requests.load(Ordering::Relaxed),
+                "connection told to finish while serving"
+            );
+            crate::metrics::connection_retired(reason.as_str());
+            self.notify();
+        }
+    }
+
+    /// An HTTP/1 response on a connection told to finish says `Connection: close`
+    /// (hyper then closes after it): one load of the flags per response.
+    pub(crate) fn close_if_retiring<B>(&self, response: &mut http::Response<B>) {
+        if self.has(Flags::RETIRE) && self.protocol() == Protocol::Http1 {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+    }
+
+    /// Whether the connection closes at its next idle read (Closing, or the keep-alive
+    /// timeout).
+    pub(crate) fn closes_when_idle(&self) -> bool {
+        self.has(Flags::CLOSING_READ)
+    }
+
+    /// Why the connection was told to finish while serving, if it was.
+    pub(crate) fn retiring(&self) -> Option<Retire> {
+        if !self.has(Flags::RETIRE) {
+            return None;
+        }
+        Retire::from_u8(self.retire_reason.load(Ordering::Relaxed))
+    }
+
+    /// When the connection was told to finish while serving.
+    pub(crate) fn retired_at(&self) -> Tick {
+        Tick(self.retired_at.load(Ordering::Relaxed))
+    }
+
+    /// When the connection reaches its maximum age, or [`Tick::NONE`].
+    pub(crate) fn max_age_at(&self) -> Tick {
+        self.max_age_at
+    }
+
+    /// Nothing in flight and, on HTTP/1, no request head arriving: what the keep-alive
+    /// timeout bounds. (An HTTP/2 connection that has sent no request yet counts too.)
+    pub(crate) fn is_idle_between_requests(&self) -> bool {
+        !self.is_busy()
+            && match self.protocol() {
+                Protocol::Http1 => self.head_since().is_none(),
+                Protocol::Http2 => true,
+                Protocol::Unknown => false,
+            }
     }
 
     /// A response ended (or was dropped). Nobody needs waking: at Closing, hyper closes
@@ -270,6 +415,21 @@ impl Connection {
         let _ = self.abort.set(abort);
     }
 
+    /// Past its maximum age and the grace, with something still in flight: cut, and
+    /// said so (the requests' own guards end as the task is aborted).
+    pub(crate) fn cut_past_grace(&self) {
+        tracing::warn!(
+            target: "terminus",
+            peer = %self.peer,
+            protocol = self.protocol().as_str(),
+            age_ms = self.clock.age(self.accepted).as_millis() as u64,
+            requests_in_flight = self.in_flight(),
+            "connection cut past its maximum age and grace"
+        );
+        crate::metrics::connection_retired("age_grace_cut");
+        self.cut();
+    }
+
     /// Cuts the connection: the task is aborted, and the socket fails every read and
     /// write from now on (which is what reaches a socket an upgrade handed to another
     /// task).
@@ -282,6 +442,19 @@ impl Connection {
             abort.abort();
         }
     }
+}
+
+/// `age`, give or take 10 %, differently for each connection: connections opened
+/// together (a client pool after a scale-up) then do not all close together.
+fn jittered(age: std::time::Duration) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    // std's hasher keys differ at every `RandomState::new()`: enough spread, without a
+    // random number generator as a dependency.
+    let sample = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    // In [-1000, 1000]: hundredths of a percent.
+    let offset = (sample % 2001) as i64 - 1000;
+    let millis = age.as_millis() as i64;
+    std::time::Duration::from_millis((millis + millis * offset / 10_000).max(1) as u64)
 }
 
 /// A task's memory of the waker it registered on its connection: tokio keeps one waker

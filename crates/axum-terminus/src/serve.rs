@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use crate::accept::{accept_loop, Role, ServerParts};
 use crate::clock::{self, Clock, Timeouts};
-use crate::connection::Registry;
+use crate::connection::{Limits, Registry};
 use crate::listener::TerminusListener;
 use crate::serve_connection::{Settings, Transport, Versions};
 
@@ -146,7 +146,13 @@ impl Server {
             // No hyper timer for HTTP/1: hyper would arm one per request for its
             // header-read timeout; the server's own sweep does that job (see
             // `Builder::header_read_timeout`).
-            http1: http1::Builder::new(),
+            // Half-closed clients (a `shutdown(SHUT_WR)` after the request, as some tools
+            // and proxies do) still get their response.
+            http1: {
+                let mut http1 = http1::Builder::new();
+                http1.half_close(true);
+                http1
+            },
             http2,
             versions: Versions::Both,
             connect_info: false,
@@ -403,9 +409,16 @@ impl Server {
             terminus.set_fatal(error);
             return terminus.run(terminus_core::NoConnections).await;
         }
+        let config = terminus.config();
         let timeouts = Timeouts {
             header_read: self.header_read_timeout,
             idle_close: self.idle_close_timeout,
+            keep_alive: config.keep_alive_timeout(),
+            age_grace: config.max_connection_age_grace(),
+        };
+        let limits = Limits {
+            max_age: config.max_connection_age(),
+            max_requests: config.max_requests_per_connection(),
         };
         let clock = Arc::new(Clock::new(timeouts.resolution()));
         let registry = Arc::new(Registry::default());
@@ -421,6 +434,7 @@ impl Server {
             }),
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
+            limits,
         });
         let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
         // Every request is tracked here, at its connection: layers must not count again.

@@ -259,6 +259,11 @@ async fn drive<C: GracefulConnection>(
                 // close. HTTP/2: GOAWAY; streams already open complete.
                 conn.as_mut().graceful_shutdown();
                 asked_to_finish = true;
+                if protocol == Protocol::Http2 && connection.retiring().is_some() {
+                    // Retired while serving: a peer that neither opens a stream nor
+                    // closes is dropped once idle (Closing has its own bound).
+                    goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
+                }
             }
         }
         if let Some(grace) = goaway_grace.as_mut() {
@@ -272,18 +277,19 @@ async fn drive<C: GracefulConnection>(
     .await
 }
 
-/// How long an HTTP/2 connection closed by the header-read timeout has, after its
-/// GOAWAY, to finish what crossed it before it is dropped.
+/// How long an HTTP/2 connection closed by the header-read timeout, or retired while
+/// serving, has after its GOAWAY to finish what crossed it before it is dropped idle.
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> bool {
+    let retiring = connection.retiring().is_some();
     match protocol {
         // HTTP/2 clients move to a new connection (which the balancer sends elsewhere)
-        // as soon as readiness fails.
-        Protocol::Http2 => phase >= Phase::Draining,
-        // HTTP/1 at Closing: a busy connection finishes its response, then closes. An
-        // idle one is left to read once more (see `ConnectionIo`): what is already
-        // there is served, and the request it starts makes it busy.
-        _ => phase >= Phase::Closing && connection.in_flight() > 0,
+        // as soon as readiness fails, or when the connection's life is over.
+        Protocol::Http2 => phase >= Phase::Draining || retiring,
+        // HTTP/1 at Closing, or past its life: a busy connection finishes its response,
+        // then closes. An idle one is left to read once more (see `ConnectionIo`): what
+        // is already there is served, and the request it starts makes it busy.
+        _ => (phase >= Phase::Closing || retiring) && connection.in_flight() > 0,
     }
 }

@@ -103,10 +103,10 @@ where
 /// What a response holds until its body ends: dropping it ends the request.
 enum Held {
     /// An application request: Closing waits for it, and it counts as drained or cut.
-    Counted(#[allow(dead_code)] RequestGuard<ServedRequest>),
+    Counted(RequestGuard<ServedRequest>),
     /// A request on an admin listener (`/metrics`, say): its connection knows it is
     /// busy, and the lifecycle's counts and metrics leave it out.
-    Admin(#[allow(dead_code)] ServedRequest),
+    Admin(ServedRequest),
 }
 
 /// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
@@ -138,6 +138,15 @@ impl ServedRequest {
             method: request.method().clone(),
             path: request.uri().path_and_query().cloned(),
             started: connection.clock.now(),
+        }
+    }
+}
+
+impl Held {
+    fn served(&self) -> &ServedRequest {
+        match self {
+            Held::Counted(guard) => guard.request(),
+            Held::Admin(served) => served,
         }
     }
 }
@@ -181,8 +190,11 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let mut response = ready!(this.inner.poll(cx))?;
         let held = this.held.take();
+        if let Some(held) = &held {
+            held.served().connection.close_if_retiring(&mut response);
+        }
         Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })))
     }
 }

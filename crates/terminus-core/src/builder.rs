@@ -89,6 +89,41 @@ impl Builder {
         self
     }
 
+    /// How long a connection may sit between requests while serving (see
+    /// [`Config::keep_alive_timeout`]). Default 620 s; `None` turns it off.
+    /// `TERMINUS_KEEP_ALIVE_TIMEOUT` (`0`: off).
+    pub fn keep_alive_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.keep_alive_timeout = timeout;
+        self.config.sources.keep_alive_timeout = Source::Code;
+        self
+    }
+
+    /// The maximum age of a connection, ±10 % (see [`Config::max_connection_age`]).
+    /// Default: none. `TERMINUS_MAX_CONNECTION_AGE`.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.config.max_connection_age = Some(age);
+        self.config.sources.max_connection_age = Source::Code;
+        self
+    }
+
+    /// What requests in flight get past a connection's maximum age before they are cut
+    /// (see [`Config::max_connection_age_grace`]). Default: the drain timeout.
+    /// `TERMINUS_MAX_CONNECTION_AGE_GRACE`.
+    pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
+        self.config.max_connection_age_grace = Some(grace);
+        self.config.sources.max_connection_age_grace = Source::Code;
+        self
+    }
+
+    /// At most `limit` requests per connection (see
+    /// [`Config::max_requests_per_connection`]). Default: none.
+    /// `TERMINUS_MAX_REQUESTS_PER_CONNECTION`.
+    pub fn max_requests_per_connection(mut self, limit: u64) -> Self {
+        self.config.max_requests_per_connection = Some(limit);
+        self.config.sources.max_requests_per_connection = Source::Code;
+        self
+    }
+
     /// At most `limit` connections at once on the server's public listeners; the admin
     /// listener is not counted. Default: no cap. `TERMINUS_MAX_CONNECTIONS`.
     pub fn max_connections(mut self, limit: usize) -> Self {

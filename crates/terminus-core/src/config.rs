@@ -19,6 +19,13 @@ pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`Config::idle_close_timeout`].
 pub const DEFAULT_IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`Config::keep_alive_timeout`]: longer than the idle timeouts of the
+/// balancers services run behind, so that the balancer, not the server, closes an idle
+/// connection (a server that closes first races the balancer's next request: a 502).
+/// Google Cloud's load balancers keep backend connections for 600 s and ask for a
+/// server timeout of 620 s; AWS's ALB idles out at 60 s, nginx's upstream keep-alive
+/// at 60 s, HAProxy's `timeout http-keep-alive` is usually seconds.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(620);
 
 /// Where a setting's value came from, as the effective configuration reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +61,10 @@ pub(crate) struct Sources {
     pub(crate) header_read_timeout: Source,
     pub(crate) idle_close_timeout: Source,
     pub(crate) max_connections: Source,
+    pub(crate) keep_alive_timeout: Source,
+    pub(crate) max_connection_age: Source,
+    pub(crate) max_connection_age_grace: Source,
+    pub(crate) max_requests_per_connection: Source,
 }
 
 /// Which exit code [`Outcome::exit_code`](crate::Outcome::exit_code) reports.
@@ -87,6 +98,10 @@ pub struct Config {
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) idle_close_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) keep_alive_timeout: Option<Duration>,
+    pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) max_connection_age_grace: Option<Duration>,
+    pub(crate) max_requests_per_connection: Option<u64>,
     pub(crate) sources: Sources,
 }
 
@@ -179,11 +194,46 @@ impl Config {
             header_read_timeout = value(5), header_read_timeout_from = from(5),
             idle_close_timeout = value(6), idle_close_timeout_from = from(6),
             max_connections = value(7), max_connections_from = from(7),
+            keep_alive_timeout = value(8), keep_alive_timeout_from = from(8),
+            max_connection_age = value(9), max_connection_age_from = from(9),
+            max_connection_age_grace = value(10), max_connection_age_grace_from = from(10),
+            max_requests_per_connection = value(11), max_requests_per_connection_from = from(11),
             force_on_second_signal = self.force_on_second_signal,
             shutdown_on_fatal = self.shutdown_on_fatal,
             require_mark_ready = self.require_mark_ready,
             "effective configuration"
         );
+    }
+
+    /// How long a connection may sit between requests while serving: an idle HTTP/1.1
+    /// connection is then closed (only when nothing is buffered on it: a request in
+    /// transit is answered), an idle HTTP/2 one gets a GOAWAY. Keep it longer than the
+    /// idle timeout of the balancer in front (see [`DEFAULT_KEEP_ALIVE_TIMEOUT`]).
+    /// `None`: no bound. Default 620 s.
+    pub fn keep_alive_timeout(&self) -> Option<Duration> {
+        self.keep_alive_timeout
+    }
+
+    /// How long a connection may live while serving, give or take 10 % (so that
+    /// connections opened together do not close together): past it, an HTTP/1.1
+    /// connection's next response says `Connection: close`, an HTTP/2 connection gets a
+    /// GOAWAY. This is what lets new instances behind an L4 balancer or a client-side
+    /// pool (gRPC's) get traffic after a scale-up. Default: none.
+    pub fn max_connection_age(&self) -> Option<Duration> {
+        self.max_connection_age
+    }
+
+    /// Past its maximum age, how long a connection's requests in flight have to finish
+    /// before what is left is cut (and reported). Default: the drain timeout.
+    pub fn max_connection_age_grace(&self) -> Duration {
+        self.max_connection_age_grace.unwrap_or(self.drain_timeout)
+    }
+
+    /// At most this many requests on one connection: the last one's response says
+    /// `Connection: close` (HTTP/1.1), or the connection gets a GOAWAY after that many
+    /// streams (HTTP/2), every one of them answered. Default: none.
+    pub fn max_requests_per_connection(&self) -> Option<u64> {
+        self.max_requests_per_connection
     }
 
     /// Every setting, its value as text, and where it came from: what the
@@ -219,6 +269,27 @@ impl Config {
                     .map_or_else(|| "none".to_owned(), |n| n.to_string()),
                 s.max_connections,
             ),
+            (
+                "keep_alive_timeout",
+                optional(self.keep_alive_timeout),
+                s.keep_alive_timeout,
+            ),
+            (
+                "max_connection_age",
+                optional(self.max_connection_age),
+                s.max_connection_age,
+            ),
+            (
+                "max_connection_age_grace",
+                duration(self.max_connection_age_grace()),
+                s.max_connection_age_grace,
+            ),
+            (
+                "max_requests_per_connection",
+                self.max_requests_per_connection
+                    .map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                s.max_requests_per_connection,
+            ),
         ]
     }
 }
@@ -243,6 +314,10 @@ impl Default for Config {
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             idle_close_timeout: DEFAULT_IDLE_CLOSE_TIMEOUT,
             max_connections: None,
+            keep_alive_timeout: Some(DEFAULT_KEEP_ALIVE_TIMEOUT),
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            max_requests_per_connection: None,
             sources: Sources::default(),
         }
     }
@@ -272,6 +347,9 @@ impl Config {
             ("grace_period", self.grace_period),
             ("header_read_timeout", self.header_read_timeout),
             ("idle_close_timeout", Some(self.idle_close_timeout)),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("max_connection_age", self.max_connection_age),
+            ("max_connection_age_grace", self.max_connection_age_grace),
         ] {
             if duration.is_some_and(|duration| duration > crate::env::MAX_DURATION) {
                 return Err(ConfigError::new(field, "must be at most 1 day"));
@@ -280,6 +358,23 @@ impl Config {
         if self.header_read_timeout.is_some_and(|timeout| timeout.is_zero()) {
             return Err(ConfigError::new(
                 "header_read_timeout",
+                "must be greater than zero (None turns it off)",
+            ));
+        }
+        for (field, duration) in [
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("max_connection_age", self.max_connection_age),
+        ] {
+            if duration.is_some_and(|duration| duration.is_zero()) {
+                return Err(ConfigError::new(
+                    field,
+                    "must be greater than zero (None turns it off)",
+                ));
+            }
+        }
+        if self.max_requests_per_connection == Some(0) {
+            return Err(ConfigError::new(
+                "max_requests_per_connection",
                 "must be greater than zero (None turns it off)",
             ));
         }

@@ -30,6 +30,14 @@ pub const ENV_HEADER_READ_TIMEOUT: &str = "TERMINUS_HEADER_READ_TIMEOUT";
 pub const ENV_IDLE_CLOSE_TIMEOUT: &str = "TERMINUS_IDLE_CLOSE_TIMEOUT";
 /// Environment variable for [`Config::max_connections`].
 pub const ENV_MAX_CONNECTIONS: &str = "TERMINUS_MAX_CONNECTIONS";
+/// Environment variable for [`Config::keep_alive_timeout`] (`0` turns it off).
+pub const ENV_KEEP_ALIVE_TIMEOUT: &str = "TERMINUS_KEEP_ALIVE_TIMEOUT";
+/// Environment variable for [`Config::max_connection_age`].
+pub const ENV_MAX_CONNECTION_AGE: &str = "TERMINUS_MAX_CONNECTION_AGE";
+/// Environment variable for [`Config::max_connection_age_grace`].
+pub const ENV_MAX_CONNECTION_AGE_GRACE: &str = "TERMINUS_MAX_CONNECTION_AGE_GRACE";
+/// Environment variable for [`Config::max_requests_per_connection`].
+pub const ENV_MAX_REQUESTS_PER_CONNECTION: &str = "TERMINUS_MAX_REQUESTS_PER_CONNECTION";
 
 /// Every variable the library reads. Any other `TERMINUS_*` name in the environment
 /// is reported at `build()` (see [`Builder::deny_unknown_env`](crate::Builder::deny_unknown_env)).
@@ -42,6 +50,10 @@ pub const VARIABLES: &[&str] = &[
     ENV_HEADER_READ_TIMEOUT,
     ENV_IDLE_CLOSE_TIMEOUT,
     ENV_MAX_CONNECTIONS,
+    ENV_KEEP_ALIVE_TIMEOUT,
+    ENV_MAX_CONNECTION_AGE,
+    ENV_MAX_CONNECTION_AGE_GRACE,
+    ENV_MAX_REQUESTS_PER_CONNECTION,
 ];
 
 /// The longest duration any setting accepts: one day. A longer one is a mistake of
@@ -64,6 +76,10 @@ pub(crate) struct Env {
     header_read_timeout: Option<Option<Duration>>,
     idle_close_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    keep_alive_timeout: Option<Option<Duration>>,
+    max_connection_age: Option<Duration>,
+    max_connection_age_grace: Option<Duration>,
+    max_requests_per_connection: Option<u64>,
     /// `TERMINUS_*` names that no setting reads.
     pub(crate) unknown: Vec<String>,
 }
@@ -102,6 +118,17 @@ impl Env {
             idle_close_timeout: duration(ENV_IDLE_CLOSE_TIMEOUT)?,
             max_connections: lookup(ENV_MAX_CONNECTIONS)
                 .map(|value| parse_connections(&value))
+                .transpose()?,
+            keep_alive_timeout: lookup(ENV_KEEP_ALIVE_TIMEOUT)
+                .map(|value| match value.trim() {
+                    "0" => Ok(None),
+                    _ => bounded_duration(ENV_KEEP_ALIVE_TIMEOUT, &value).map(Some),
+                })
+                .transpose()?,
+            max_connection_age: duration(ENV_MAX_CONNECTION_AGE)?,
+            max_connection_age_grace: duration(ENV_MAX_CONNECTION_AGE_GRACE)?,
+            max_requests_per_connection: lookup(ENV_MAX_REQUESTS_PER_CONNECTION)
+                .map(|value| parse_requests(&value))
                 .transpose()?,
             unknown,
         })
@@ -152,6 +179,26 @@ impl Env {
             &self.max_connections.map(Some),
             &mut sources.max_connections,
         );
+        set(
+            &mut config.keep_alive_timeout,
+            &self.keep_alive_timeout,
+            &mut sources.keep_alive_timeout,
+        );
+        set(
+            &mut config.max_connection_age,
+            &self.max_connection_age.map(Some),
+            &mut sources.max_connection_age,
+        );
+        set(
+            &mut config.max_connection_age_grace,
+            &self.max_connection_age_grace.map(Some),
+            &mut sources.max_connection_age_grace,
+        );
+        set(
+            &mut config.max_requests_per_connection,
+            &self.max_requests_per_connection.map(Some),
+            &mut sources.max_requests_per_connection,
+        );
     }
 }
 
@@ -178,6 +225,22 @@ fn parse_connections(value: &str) -> Result<usize, ConfigError> {
         Ok(0) => Err(invalid("is not above 0; unset the variable for no cap")),
         Ok(limit) if limit <= MAX_CONNECTIONS => Ok(limit),
         _ => Err(invalid(&format!("is above the largest cap, {MAX_CONNECTIONS}"))),
+    }
+}
+
+/// A number of requests per connection, from 1.
+fn parse_requests(value: &str) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err(ConfigError::new(
+            ENV_MAX_REQUESTS_PER_CONNECTION,
+            format!("`{value}` is not above 0; unset the variable for no limit"),
+        )),
+        Ok(limit) => Ok(limit),
+        Err(error) => Err(ConfigError::new(
+            ENV_MAX_REQUESTS_PER_CONNECTION,
+            format!("`{value}` is not a number of requests"),
+        )
+        .with_source(error)),
     }
 }
 

@@ -1,0 +1,318 @@
+//! Every connection has a bounded life while serving (issue: keep-alive timeout, maximum
+//! age, maximum requests), on servers started in the test process with real sockets on
+//! loopback and real HTTP/1.1 and HTTP/2 clients, on both runtimes.
+//!
+//! - An idle HTTP/1.1 keep-alive connection is closed after the keep-alive timeout; an
+//!   idle HTTP/2 connection gets a GOAWAY (also one that sent only its preface).
+//! - With the connection cap full of idle connections, a new client is served within
+//!   the keep-alive timeout plus a second.
+//! - The N-th response on an HTTP/1.1 connection says `Connection: close` and the
+//!   connection closes; over HTTP/2, N streams are answered and a GOAWAY follows.
+//! - Past its maximum age, an HTTP/1.1 connection's next response says
+//!   `Connection: close`; an HTTP/2 connection gets a GOAWAY and its stream in flight
+//!   gets the grace, then is cut.
+//! - Half-closed clients get their answers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum_terminus::{Builder, Outcome, Server, Terminus, TerminusLayer};
+use http::StatusCode;
+use terminus_tests::raw::h2;
+use terminus_tests::{on_both_runtimes, H1, H2};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+on_both_runtimes!(
+    an_idle_http1_connection_is_closed_after_the_keep_alive_timeout,
+    an_idle_http2_connection_gets_a_goaway_after_the_keep_alive_timeout,
+    idle_connections_cannot_hold_the_connection_cap_past_the_keep_alive_timeout,
+    the_last_allowed_request_says_connection_close_and_the_connection_closes,
+    http2_answers_the_allowed_streams_then_sends_goaway,
+    past_its_maximum_age_a_connection_is_told_to_move_and_a_stream_past_the_grace_is_cut,
+    half_closed_clients_get_their_answers,
+);
+
+/// Slack for a loaded 2-core machine.
+const MARGIN: Duration = Duration::from_secs(2);
+
+struct Running {
+    addr: SocketAddr,
+    terminus: Terminus,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+impl Running {
+    async fn start(builder: Builder) -> Running {
+        let terminus = builder.build().unwrap();
+        let app = TerminusLayer::new(&terminus).layer(quickstart::router().with_state(()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+        Running { addr, terminus, task }
+    }
+
+    async fn stop(self) -> Outcome {
+        self.terminus.shutdown("test over");
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the server stops")
+            .expect("the server task")
+    }
+}
+
+use axum_terminus::Layer as _;
+
+/// Reads frames until a GOAWAY arrives or the connection ends; `Some(elapsed)` for a
+/// GOAWAY within `bound`.
+async fn goaway_within(io: &mut TcpStream, bound: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    tokio::time::timeout(bound, async {
+        loop {
+            match h2::read_frame(io).await {
+                Ok(frame) if frame.kind == h2::kind::GOAWAY => return Some(started.elapsed()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn an_idle_http1_connection_is_closed_after_the_keep_alive_timeout() {
+    let keep_alive = Duration::from_secs(1);
+    let server = Running::start(Terminus::builder().keep_alive_timeout(Some(keep_alive))).await;
+    let mut idle = H1::connect(server.addr).await.unwrap();
+    assert_eq!(idle.get("/").await.unwrap().status, StatusCode::OK);
+    let served = Instant::now();
+    assert!(
+        idle.wait_closed(keep_alive + MARGIN).await,
+        "closed after the keep-alive timeout"
+    );
+    let took = served.elapsed();
+    assert!(
+        took >= keep_alive - Duration::from_millis(300),
+        "not before the timeout: {took:?}"
+    );
+    // A connection that keeps asking stays open past the timeout.
+    let mut busy = H1::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    while started.elapsed() < keep_alive * 2 {
+        assert_eq!(busy.get("/").await.unwrap().status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!busy.is_closed(), "a connection in use is not idle");
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn an_idle_http2_connection_gets_a_goaway_after_the_keep_alive_timeout() {
+    let keep_alive = Duration::from_secs(1);
+    // The header-read timeout far away: the keep-alive timeout is what bounds these.
+    let server = Running::start(
+        Terminus::builder()
+            .keep_alive_timeout(Some(keep_alive))
+            .header_read_timeout(Some(Duration::from_secs(60))),
+    )
+    .await;
+    // After a request.
+    let mut used = TcpStream::connect(server.addr).await.unwrap();
+    h2::handshake(&mut used).await.unwrap();
+    h2::send_get(&mut used, 1, "/").await.unwrap();
+    let reply = tokio::time::timeout(MARGIN, h2::read_response(&mut used, 1)).await;
+    assert!(matches!(reply, Ok(Ok(_))), "{reply:?}");
+    // The preface and SETTINGS only.
+    let mut preface_only = TcpStream::connect(server.addr).await.unwrap();
+    h2::handshake(&mut preface_only).await.unwrap();
+    let (used_goaway, preface_goaway) = tokio::join!(
+        goaway_within(&mut used, keep_alive + MARGIN),
+        goaway_within(&mut preface_only, keep_alive + MARGIN)
+    );
+    assert!(used_goaway.is_some(), "an idle HTTP/2 connection gets a GOAWAY");
+    assert!(
+        preface_goaway.is_some(),
+        "a preface-only HTTP/2 connection gets a GOAWAY"
+    );
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn idle_connections_cannot_hold_the_connection_cap_past_the_keep_alive_timeout() {
+    const CAP: usize = 20;
+    let keep_alive = Duration::from_secs(1);
+    let server = Running::start(
+        Terminus::builder()
+            .max_connections(CAP)
+            .keep_alive_timeout(Some(keep_alive)),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        let mut connection = H1::connect(server.addr).await.unwrap();
+        assert_eq!(connection.get("/").await.unwrap().status, StatusCode::OK);
+        idle.push(connection);
+    }
+    // The cap is full: a newcomer waits in the kernel's queue until one closes.
+    let started = Instant::now();
+    let reply = tokio::time::timeout(keep_alive + MARGIN, terminus_tests::get(server.addr, "/")).await;
+    let took = started.elapsed();
+    println!(
+        "connection-life cap={CAP} newcomer_served_after_ms={}",
+        took.as_millis()
+    );
+    let reply = reply
+        .expect("served within the keep-alive timeout and a margin")
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        took <= keep_alive + Duration::from_secs(1) + Duration::from_millis(500),
+        "{took:?}"
+    );
+    drop(idle);
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn the_last_allowed_request_says_connection_close_and_the_connection_closes() {
+    const N: u64 = 3;
+    let server = Running::start(Terminus::builder().max_requests_per_connection(N)).await;
+    let mut connection = H1::connect(server.addr).await.unwrap();
+    for n in 1..=N {
+        let reply = connection.get("/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        if n < N {
+            assert_eq!(reply.connection(), None, "response {n} keeps the connection");
+        } else {
+            assert_eq!(reply.connection(), Some("close"), "the {N}th response says close");
+        }
+    }
+    assert!(
+        connection.wait_closed(MARGIN).await,
+        "the connection closes after it"
+    );
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn http2_answers_the_allowed_streams_then_sends_goaway() {
+    const N: u64 = 3;
+    let server = Running::start(Terminus::builder().max_requests_per_connection(N)).await;
+    let mut io = TcpStream::connect(server.addr).await.unwrap();
+    h2::handshake(&mut io).await.unwrap();
+    let mut answered = 0;
+    let mut goaway = false;
+    for n in 0..N {
+        let stream = 1 + 2 * n as u32;
+        h2::send_get(&mut io, stream, "/").await.unwrap();
+        // Read until this stream's response is complete, noting a GOAWAY on the way.
+        let deadline = Instant::now() + MARGIN;
+        loop {
+            assert!(Instant::now() < deadline, "stream {stream} answered in time");
+            let frame = tokio::time::timeout(MARGIN, h2::read_frame(&mut io))
+                .await
+                .unwrap()
+                .unwrap();
+            if frame.kind == h2::kind::GOAWAY {
+                goaway = true;
+            }
+            if frame.stream == stream && frame.flags & h2::END_STREAM != 0 {
+                answered += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(answered, N, "every allowed stream answered");
+    if !goaway {
+        goaway = goaway_within(&mut io, MARGIN).await.is_some();
+    }
+    assert!(goaway, "a GOAWAY after {N} streams");
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn past_its_maximum_age_a_connection_is_told_to_move_and_a_stream_past_the_grace_is_cut() {
+    let age = Duration::from_secs(1);
+    let grace = Duration::from_secs(1);
+    let server = Running::start(
+        Terminus::builder()
+            .max_connection_age(age)
+            .max_connection_age_grace(grace),
+    )
+    .await;
+    // HTTP/1.1: requests back to back; past the age (±10 %), a response says close.
+    let mut h1 = H1::connect(server.addr).await.unwrap();
+    let opened = Instant::now();
+    let mut closing_reply_at = None;
+    while opened.elapsed() < age * 3 {
+        let reply = h1.get("/").await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        if reply.connection() == Some("close") {
+            closing_reply_at = Some(opened.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = closing_reply_at.expect("a response past the maximum age says Connection: close");
+    assert!(at >= age.mul_f64(0.85), "not before the age: {at:?}");
+    assert!(h1.wait_closed(MARGIN).await, "and the connection closes");
+
+    // HTTP/2: a long stream on a connection past its age gets a GOAWAY, then is cut at
+    // the end of the grace, not before.
+    let mut h2 = H2::connect(server.addr).await.unwrap();
+    let opened = Instant::now();
+    let stream = tokio::spawn({
+        let mut sender = h2.sender();
+        async move {
+            let request = http::Request::get("http://127.0.0.1/stream?ms=100")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let response = sender.send_request(request).await?;
+            // Read the body until it ends or fails.
+            let mut body = response.into_body();
+            use http_body_util::BodyExt;
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok::<_, hyper::Error>(())
+        }
+    });
+    let ended = tokio::time::timeout(age.mul_f64(1.1) + grace + MARGIN * 2, stream).await;
+    let took = opened.elapsed();
+    println!(
+        "connection-life http2_stream_past_age_and_grace_ended_ms={}",
+        took.as_millis()
+    );
+    let ended = ended.expect("the stream does not outlive the age and the grace");
+    assert!(
+        ended.unwrap().is_err(),
+        "the endless stream was cut, not completed"
+    );
+    assert!(
+        took >= age.mul_f64(0.9) + grace - Duration::from_millis(300),
+        "{took:?}"
+    );
+    assert!(
+        h2.get("/").await.is_err() || h2.is_closed(),
+        "the connection is gone"
+    );
+    // Cutting a connection past its age does not make the later stop forced.
+    assert!(server.stop().await.is_graceful());
+}
+
+async fn half_closed_clients_get_their_answers() {
+    let server = Running::start(Terminus::builder()).await;
+    let mut answered = 0;
+    const ROUNDS: usize = 1000;
+    for _ in 0..ROUNDS {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(MARGIN, stream.read_to_end(&mut reply)).await;
+        if matches!(read, Ok(Ok(_))) && reply.starts_with(b"HTTP/1.1 200") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, ROUNDS, "every half-closed client answered");
+    assert!(server.stop().await.is_graceful());
+}
