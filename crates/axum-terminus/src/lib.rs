@@ -93,6 +93,7 @@
 //!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
 //!   building the `Terminus`.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod accept;
@@ -115,6 +116,9 @@ pub mod systemd;
 #[cfg(feature = "tls-rustls")]
 pub mod tls;
 mod tracking;
+#[cfg(all(feature = "upgrade", unix))]
+#[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
+pub mod upgrade;
 #[cfg(feature = "ws")]
 pub mod ws;
 

@@ -113,6 +113,9 @@ pub struct Server {
     idle_close_timeout: Duration,
     max_connections: Option<usize>,
     invalid: Option<ConfigError>,
+    /// Copies of the listening sockets, for an in-place upgrade.
+    #[cfg(all(feature = "upgrade", unix))]
+    pub(crate) upgrade: crate::upgrade::Handover,
 }
 
 /// Starts one listener's accept loop, given the server's parts and its connection cap.
@@ -154,6 +157,8 @@ impl Server {
             idle_close_timeout: config.idle_close_timeout(),
             max_connections: config.max_connections(),
             invalid: None,
+            #[cfg(all(feature = "upgrade", unix))]
+            upgrade: crate::upgrade::Handover::default(),
         }
     }
 
@@ -188,6 +193,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, cap| {
             Box::pin(accept_loop(listener, service, Transport::Plain, parts, cap))
         }));
@@ -208,6 +215,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, cap| {
             // ALPN follows the versions, known only now that the server is complete.
             let transport = Transport::Tls(tls.acceptor(parts.settings.versions));
@@ -252,6 +261,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, _cap| {
             Box::pin(accept_loop(listener, service, Transport::Plain, parts, None))
         }));
@@ -390,6 +401,8 @@ impl Server {
         };
         let clock = Arc::new(Clock::new(timeouts.resolution()));
         let registry = Arc::new(Registry::default());
+        #[cfg(all(feature = "upgrade", unix))]
+        let upgrade = self.upgrade.start(&terminus);
         let parts = Arc::new(ServerParts {
             settings: Arc::new(Settings {
                 terminus: terminus.clone(),
@@ -402,6 +415,8 @@ impl Server {
             }),
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
+            #[cfg(all(feature = "upgrade", unix))]
+            accept_gate: upgrade.gate.clone(),
         });
         let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
         // Every request is tracked here, at its connection: layers must not count again.
@@ -418,7 +433,14 @@ impl Server {
             timeouts,
         )));
         terminus.mark_listeners_bound();
-        terminus.run(ServerDrain { registry, accepting }).await
+        terminus
+            .run(ServerDrain {
+                registry,
+                accepting,
+                #[cfg(all(feature = "upgrade", unix))]
+                upgrade,
+            })
+            .await
     }
 }
 
@@ -428,10 +450,15 @@ impl Server {
 struct ServerDrain {
     registry: Arc<Registry>,
     accepting: JoinSet<()>,
+    #[cfg(all(feature = "upgrade", unix))]
+    upgrade: crate::upgrade::Running,
 }
 
 impl Drain for ServerDrain {
     fn start_draining(&mut self) {
+        // Before Closing: the sockets' copies closed, a successor on trial killed.
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.stop();
         // HTTP/2 connections send GOAWAY.
         self.registry.notify_http2();
     }

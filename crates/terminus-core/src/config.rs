@@ -87,6 +87,7 @@ pub struct Config {
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) idle_close_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) upgrade: crate::upgrade::UpgradeSettings,
     pub(crate) sources: Sources,
 }
 
@@ -160,6 +161,11 @@ impl Config {
     /// At most this many connections at once on the public listeners. Default: no cap.
     pub fn max_connections(&self) -> Option<usize> {
         self.max_connections
+    }
+
+    /// The in-place upgrade's settings (used by `axum-terminus`'s `upgrade` feature).
+    pub fn upgrade(&self) -> &crate::upgrade::UpgradeSettings {
+        &self.upgrade
     }
 
     /// Logs one `INFO` event (target `terminus`) with every setting, its value and
@@ -243,6 +249,7 @@ impl Default for Config {
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
             idle_close_timeout: DEFAULT_IDLE_CLOSE_TIMEOUT,
             max_connections: None,
+            upgrade: crate::upgrade::UpgradeSettings::default(),
             sources: Sources::default(),
         }
     }
@@ -297,6 +304,8 @@ impl Config {
                 ));
             }
         }
+        #[cfg(feature = "upgrade")]
+        self.upgrade.validate(&self.signals)?;
         if let Some(grace) = self.grace_period {
             let budget = self.worst_case(before_hooks, cleanup_hooks);
             if budget > grace {

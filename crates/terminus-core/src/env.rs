@@ -42,6 +42,11 @@ pub const VARIABLES: &[&str] = &[
     ENV_HEADER_READ_TIMEOUT,
     ENV_IDLE_CLOSE_TIMEOUT,
     ENV_MAX_CONNECTIONS,
+    crate::upgrade::ENV_UPGRADE_SIGNAL,
+    crate::upgrade::ENV_UPGRADE_TIMEOUT,
+    crate::upgrade::ENV_PID_FILE,
+    crate::upgrade::ENV_UPGRADE_FROM,
+    crate::upgrade::ENV_UPGRADE_NOTIFY_SOCKET,
 ];
 
 /// The longest duration any setting accepts: one day. A longer one is a mistake of
@@ -64,6 +69,7 @@ pub(crate) struct Env {
     header_read_timeout: Option<Option<Duration>>,
     idle_close_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    upgrade: crate::upgrade::UpgradeEnv,
     /// `TERMINUS_*` names that no setting reads.
     pub(crate) unknown: Vec<String>,
 }
@@ -103,6 +109,7 @@ impl Env {
             max_connections: lookup(ENV_MAX_CONNECTIONS)
                 .map(|value| parse_connections(&value))
                 .transpose()?,
+            upgrade: crate::upgrade::UpgradeEnv::read(&lookup, duration)?,
             unknown,
         })
     }
@@ -152,6 +159,7 @@ impl Env {
             &self.max_connections.map(Some),
             &mut sources.max_connections,
         );
+        self.upgrade.apply(&mut config.upgrade);
     }
 }
 

@@ -34,6 +34,7 @@
 //! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod builder;
@@ -50,6 +51,7 @@ pub mod server;
 mod signal;
 mod tasks;
 mod terminus;
+pub mod upgrade;
 
 pub use builder::Builder;
 pub use config::{
@@ -69,6 +71,7 @@ pub use run::{Drain, NoConnections};
 pub use signal::{Signal, UnknownSignal};
 pub use terminus::Terminus;
 pub use tokio_util::sync::CancellationToken;
+pub use upgrade::UpgradeSettings;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked: every critical
 /// section in this crate is a single read, insert, remove or assignment.
