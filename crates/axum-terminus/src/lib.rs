@@ -92,6 +92,9 @@
 //!   (phase, requests in flight, drained and cut, connections open and cut, checks,
 //!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
 //!   building the `Terminus`.
+//! - `upgrade` (Unix): the `upgrade` module: `SIGUSR2` (or `Server::upgrader`) replaces
+//!   the running binary in place, handing the listening sockets to a successor that
+//!   must be ready before the old process drains (`docs/deployment.md`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
