@@ -456,16 +456,19 @@ impl Worker {
             }
             let kind = self.kind(slow_only);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut retried = false;
+            // Twice at most: a connection opened for the retry may itself meet a GOAWAY
+            // (accepted by a process that began to drain an instant later, as the old
+            // process of an in-place upgrade does).
+            let mut retries = 0;
             loop {
                 let Some((generation, mut sender)) = self.h2_sender(addr, &slot, kind).await else {
                     break;
                 };
                 let request = kind.request(&authority, true);
                 let (ending, _) = exchange(sender.send_request(request), kind, self.timeout).await;
-                if !retried && ending.never_processed() {
+                if retries < 2 && ending.never_processed() {
                     // The connection is going away: the next attempt opens a new one.
-                    retried = true;
+                    retries += 1;
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
                     let mut shared = slot.lock().await;
                     if shared.generation == generation {

@@ -54,6 +54,7 @@ impl Site {
         let staged = self.dir.join("server.new");
         std::fs::copy(SERVER, &staged).expect("copy the server binary");
         std::fs::rename(&staged, &self.exe).expect("replace the executable");
+        settle_writers();
     }
 
     /// Puts a shell script at the executable's path.
@@ -63,6 +64,7 @@ impl Site {
         std::fs::write(&staged, format!("#!/bin/sh\n{body}\n")).expect("write the script");
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::rename(&staged, &self.exe).expect("replace the executable");
+        settle_writers();
     }
 
     fn start(&mut self, envs: &[(&str, &str)]) -> TestServer {
@@ -115,6 +117,13 @@ impl Drop for Site {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A process another test thread forks at the moment a file is written inherits the
+/// write descriptor until its exec (close-on-exec), and exec(2) of that file then fails
+/// with ETXTBSY: let such windows (microseconds) pass before running the new file.
+fn settle_writers() {
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 fn kill(pid: u32, signal: &str) {

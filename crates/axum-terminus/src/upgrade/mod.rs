@@ -21,7 +21,7 @@
 //! 3. **Hand over.** On `READY=1` the parent tells the service manager, if any
 //!    (`MAINPID=<successor>` and `READY=1` to `NOTIFY_SOCKET`), writes the PID file
 //!    (`TERMINUS_PID_FILE`), and shuts down with
-//!    [`ShutdownReason::Upgrade`](crate::ShutdownReason::Upgrade): no drain delay (the
+//!    [`ShutdownReason::Upgrade`]: no drain delay (the
 //!    address does not change), at Closing it stops accepting and leaves the kernel's
 //!    queue to the successor, tells keep-alive clients to move (`Connection: close`,
 //!    GOAWAY, WebSocket close), finishes what is in flight within `drain_timeout`, cuts
