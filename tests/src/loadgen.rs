@@ -17,7 +17,8 @@
 //! crossed the server's final GOAWAY (refused by it, or never sent because the
 //! connection was closing) never reached the application: RFC 9113 §8.7 lets clients
 //! retry it, and they do (hyper-util's, Go's, gRPC's). The worker retries it once on a
-//! new connection, and counts it in [`Counts::retried`].
+//! new connection, and counts it in [`Counts::retried`]. So is an HTTP/1.1 request hyper
+//! never wrote because the idle connection closed between the pool's check and the send.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,7 +72,8 @@ pub struct Counts {
     pub truncated: u64,
     /// Requests not complete within the timeout.
     pub timeouts: u64,
-    /// HTTP/2 requests the server never processed (after its GOAWAY), retried once on
+    /// Requests never processed: HTTP/2 ones after the server's GOAWAY, HTTP/1.1 ones
+    /// hyper never wrote (the idle connection closed as they were sent); retried once on
     /// a new connection; counted again by how the retry ended.
     pub retried: u64,
     /// Successful requests by kind: HTTP/2, POST, slow.
@@ -97,7 +99,7 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "requests={} ok={} failed={} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={}; h2 retried={})",
+            "requests={} ok={} failed={} (status={} {:?} conn={} truncated={} timeout={}; ok h2={} post={} slow={}; retried={})",
             self.requests,
             self.ok,
             self.failed(),
@@ -210,6 +212,18 @@ enum Ending {
 }
 
 impl Ending {
+    /// An HTTP/1.1 request hyper never wrote: the connection had closed when it came to
+    /// send it ("canceled", "connection closed"). A request it had started to write
+    /// and lost is reported otherwise (an incomplete message).
+    fn never_sent_h1(&self) -> bool {
+        let Ending::Connection(error) = self else {
+            return false;
+        };
+        error.is_canceled()
+            && std::error::Error::source(error)
+                .is_some_and(|source| source.to_string() == "connection closed")
+    }
+
     /// An HTTP/2 request the server never processed: not sent because the connection
     /// had closed or closed first (hyper's "canceled"), or refused by a GOAWAY (a stream above its last
     /// stream id, or one the client's h2 would not open after it) or REFUSED_STREAM.
@@ -405,7 +419,26 @@ impl Worker {
             }
             let Some(open) = sender.as_mut() else { continue };
             let request = kind.request(&authority, false);
-            let (ending, close) = exchange(open.send_request(request), kind, self.timeout).await;
+            let (mut ending, mut close) = exchange(open.send_request(request), kind, self.timeout).await;
+            if ending.never_sent_h1() {
+                // The idle connection closed between `ready` and the send (the server's
+                // close crossed it): never written, so retried on a new connection, as
+                // HTTP clients do with a pooled connection found closed (RFC 9112 9.3.1).
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                (ending, close) = match connect_h1(self.h1).await {
+                    Ok(mut fresh) => {
+                        let request = kind.request(&authority, false);
+                        let result = exchange(fresh.send_request(request), kind, self.timeout).await;
+                        sender = Some(fresh);
+                        result
+                    }
+                    Err(error) => {
+                        sender = None;
+                        self.record_connect_failure("HTTP/1.1", kind, &error);
+                        continue;
+                    }
+                };
+            }
             if close || !matches!(ending, Ending::Ok) {
                 sender = None;
             }
@@ -423,16 +456,19 @@ impl Worker {
             }
             let kind = self.kind(slow_only);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut retried = false;
+            // Twice at most: a connection opened for the retry may itself meet a GOAWAY
+            // (accepted by a process that began to drain an instant later, as the old
+            // process of an in-place upgrade does).
+            let mut retries = 0;
             loop {
                 let Some((generation, mut sender)) = self.h2_sender(addr, &slot, kind).await else {
                     break;
                 };
                 let request = kind.request(&authority, true);
                 let (ending, _) = exchange(sender.send_request(request), kind, self.timeout).await;
-                if !retried && ending.never_processed() {
+                if retries < 2 && ending.never_processed() {
                     // The connection is going away: the next attempt opens a new one.
-                    retried = true;
+                    retries += 1;
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
                     let mut shared = slot.lock().await;
                     if shared.generation == generation {

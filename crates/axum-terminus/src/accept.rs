@@ -26,6 +26,9 @@ pub(crate) struct ServerParts {
     pub(crate) clock: Arc<Clock>,
     /// The bounds on each connection's life while serving.
     pub(crate) limits: Limits,
+    /// In an upgrade's successor, closed until it is ready.
+    #[cfg(all(feature = "upgrade", unix))]
+    pub(crate) accept_gate: crate::upgrade::AcceptGate,
 }
 
 /// What a listener is for.
@@ -60,6 +63,13 @@ pub(crate) async fn accept_loop<L, S, B>(
         Role::Admin => (None, true),
     };
     let mut phases = server.settings.terminus.subscribe();
+    // A successor accepts nothing before it is ready: its parent serves the queue.
+    #[cfg(all(feature = "upgrade", unix))]
+    tokio::select! {
+        biased;
+        _ = phases.wait_for(|phase| *phase >= Phase::Closing) => {}
+        () = server.accept_gate.opened() => {}
+    }
     loop {
         // At the cap, wait for a connection to close before accepting: the kernel
         // queues new ones meanwhile.
@@ -82,7 +92,12 @@ pub(crate) async fn accept_loop<L, S, B>(
     // serve them. Closing the listener then makes the kernel refuse new ones, a clean
     // error that balancers retry, instead of resetting them after accepting. (A socket
     // systemd passed stays open after this process: its queue is the next process's.)
-    let taken = if listener.leaves_queue_to_next_process() {
+    let handed_over = matches!(
+        server.settings.terminus.shutdown_reason(),
+        Some(terminus_core::ShutdownReason::Upgrade { .. })
+    );
+    // After an upgrade, the queue is the successor's: it accepts from the same socket.
+    let taken = if listener.leaves_queue_to_next_process() || handed_over {
         Vec::new()
     } else {
         listener.take_accepted(MAX_TAKEN_AT_CLOSING)

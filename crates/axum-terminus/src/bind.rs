@@ -27,10 +27,26 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 /// already in use, a missing permission) the error names the address, and the
 /// terminus is marked fatal, so liveness fails and the shutdown starts: the
 /// orchestrator restarts the process instead of leaving it half-started.
+///
+/// With the `upgrade` feature, in a successor started by an in-place upgrade, the
+/// parent's listener with the same address is taken instead (port 0: the parent's port
+/// on the same IP address); see [`upgrade`](crate::upgrade).
 pub async fn bind<A>(address: A, terminus: &Terminus) -> Result<TcpListener, BindError>
 where
     A: ToSocketAddrs + fmt::Display,
 {
+    #[cfg(all(feature = "upgrade", unix))]
+    if crate::upgrade::inherited().parent.is_some() {
+        if let Ok(addresses) = tokio::net::lookup_host(&address).await {
+            let addresses: Vec<SocketAddr> = addresses.collect();
+            if let Some(listener) = crate::upgrade::inherited().take_tcp(&addresses) {
+                if let Ok(local) = listener.local_addr() {
+                    tracing::info!(target: "terminus", address = %local, "listening on the parent's socket");
+                }
+                return Ok(listener);
+            }
+        }
+    }
     match bind_tcp(&address).await {
         Ok(listener) => {
             if let Ok(local) = listener.local_addr() {
@@ -89,6 +105,11 @@ pub async fn bind_unix(
 ) -> Result<tokio::net::UnixListener, BindError> {
     let path = path.as_ref();
     let address = format!("unix:{}", path.display());
+    #[cfg(feature = "upgrade")]
+    if let Some(listener) = crate::upgrade::inherited().take_unix(path) {
+        tracing::info!(target: "terminus", %address, "listening on the parent's socket");
+        return Ok(listener);
+    }
     let bound = remove_stale_socket(path)
         .await
         .and_then(|()| tokio::net::UnixListener::bind(path));

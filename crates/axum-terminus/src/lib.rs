@@ -92,6 +92,9 @@
 //!   (phase, requests in flight, drained and cut, connections open and cut, checks,
 //!   hooks); see [`terminus_core::metrics`] for the names. Install the recorder before
 //!   building the `Terminus`.
+//! - `upgrade` (Unix): the `upgrade` module: `SIGUSR2` (or `Server::upgrader`) replaces
+//!   the running binary in place, handing the listening sockets to a successor that
+//!   must be ready before the old process drains (`docs/deployment.md`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -119,6 +122,9 @@ pub mod systemd;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-rustls")))]
 pub mod tls;
 mod tracking;
+#[cfg(all(feature = "upgrade", unix))]
+#[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
+pub mod upgrade;
 #[cfg(feature = "ws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub mod ws;

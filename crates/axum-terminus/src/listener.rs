@@ -113,6 +113,15 @@ pub trait TerminusListener: Listener {
     fn accepted(io: &Self::Io) {
         let _ = io;
     }
+
+    /// The listening socket, for an in-place upgrade to hand it to the successor
+    /// (feature `upgrade`). `None` (the default): this listener cannot be handed over,
+    /// and an upgrade is refused, naming it. TCP, Unix and socket-activated listeners
+    /// give theirs.
+    #[cfg(unix)]
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// Who is on the other end of a connection, as logs and cut reports name it.
@@ -156,6 +165,11 @@ impl TerminusListener for tokio::net::TcpListener {
         // Small responses should not wait for Nagle's algorithm.
         let _ = io.set_nodelay(true);
     }
+
+    #[cfg(unix)]
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
+    }
 }
 
 #[cfg(unix)]
@@ -180,6 +194,10 @@ impl TerminusListener for tokio::net::UnixListener {
 
     fn read_now(io: &tokio::net::UnixStream, buf: &mut ReadBuf<'_>) -> Option<io::Result<usize>> {
         Some(read_socket(socket2::SockRef::from(io), buf))
+    }
+
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
     }
 }
 

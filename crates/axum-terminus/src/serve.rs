@@ -113,6 +113,9 @@ pub struct Server {
     idle_close_timeout: Duration,
     max_connections: Option<usize>,
     invalid: Option<ConfigError>,
+    /// Copies of the listening sockets, for an in-place upgrade.
+    #[cfg(all(feature = "upgrade", unix))]
+    pub(crate) upgrade: crate::upgrade::Handover,
 }
 
 /// Starts one listener's accept loop, given the server's parts and its connection cap.
@@ -160,6 +163,8 @@ impl Server {
             idle_close_timeout: config.idle_close_timeout(),
             max_connections: config.max_connections(),
             invalid: None,
+            #[cfg(all(feature = "upgrade", unix))]
+            upgrade: crate::upgrade::Handover::default(),
         }
     }
 
@@ -194,6 +199,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, cap| {
             Box::pin(accept_loop(
                 listener,
@@ -221,6 +228,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, cap| {
             // ALPN follows the versions, known only now that the server is complete.
             let transport = Transport::Tls(tls.acceptor(parts.settings.versions));
@@ -271,6 +280,8 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.add(&listener);
         self.accept_loops.push(Box::new(move |parts, _cap| {
             Box::pin(accept_loop(
                 listener,
@@ -422,6 +433,8 @@ impl Server {
         };
         let clock = Arc::new(Clock::new(timeouts.resolution()));
         let registry = Arc::new(Registry::default());
+        #[cfg(all(feature = "upgrade", unix))]
+        let upgrade = self.upgrade.start(&terminus);
         let parts = Arc::new(ServerParts {
             settings: Arc::new(Settings {
                 terminus: terminus.clone(),
@@ -435,6 +448,8 @@ impl Server {
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
             limits,
+            #[cfg(all(feature = "upgrade", unix))]
+            accept_gate: upgrade.gate.clone(),
         });
         let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
         // Every request is tracked here, at its connection: layers must not count again.
@@ -451,7 +466,14 @@ impl Server {
             timeouts,
         )));
         terminus.mark_listeners_bound();
-        terminus.run(ServerDrain { registry, accepting }).await
+        terminus
+            .run(ServerDrain {
+                registry,
+                accepting,
+                #[cfg(all(feature = "upgrade", unix))]
+                upgrade,
+            })
+            .await
     }
 }
 
@@ -461,10 +483,15 @@ impl Server {
 struct ServerDrain {
     registry: Arc<Registry>,
     accepting: JoinSet<()>,
+    #[cfg(all(feature = "upgrade", unix))]
+    upgrade: crate::upgrade::Running,
 }
 
 impl Drain for ServerDrain {
     fn start_draining(&mut self) {
+        // Before Closing: the sockets' copies closed, a successor on trial killed.
+        #[cfg(all(feature = "upgrade", unix))]
+        self.upgrade.stop();
         // HTTP/2 connections send GOAWAY.
         self.registry.notify_http2();
     }

@@ -59,6 +59,36 @@ impl Builder {
         Ok(self)
     }
 
+    /// The signal that starts an in-place upgrade (default `SIGUSR2`;
+    /// `TERMINUS_UPGRADE_SIGNAL`). It must not be one of the [`signals`](Self::signals)
+    /// that start a shutdown: `build()` says so, naming the setting.
+    #[cfg(feature = "upgrade")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
+    pub fn upgrade_signal(mut self, signal: Signal) -> Self {
+        self.config.upgrade.signal = signal;
+        self.config.upgrade.signal_source = Source::Code;
+        self
+    }
+
+    /// How long a successor started by an upgrade has to become ready before it is
+    /// killed and the upgrade rolled back (default 30 s; `TERMINUS_UPGRADE_TIMEOUT`).
+    #[cfg(feature = "upgrade")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.config.upgrade.timeout = timeout;
+        self
+    }
+
+    /// A file that always names the serving process's PID (`TERMINUS_PID_FILE`):
+    /// written when the first process serves, then by each upgrade once its successor
+    /// is ready, atomically (a new file renamed over the old one).
+    #[cfg(feature = "upgrade")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
+    pub fn pid_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.upgrade.pid_file = Some(path.into());
+        self
+    }
+
     /// Whether a `TERMINUS_*` variable that no setting reads makes `build()` fail
     /// (naming it and the closest known name) instead of logging a `WARN`. Default
     /// `false`.

@@ -102,6 +102,7 @@ pub struct Config {
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) max_connection_age_grace: Option<Duration>,
     pub(crate) max_requests_per_connection: Option<u64>,
+    pub(crate) upgrade: crate::upgrade::UpgradeSettings,
     pub(crate) sources: Sources,
 }
 
@@ -175,6 +176,11 @@ impl Config {
     /// At most this many connections at once on the public listeners. Default: no cap.
     pub fn max_connections(&self) -> Option<usize> {
         self.max_connections
+    }
+
+    /// The in-place upgrade's settings (used by `axum-terminus`'s `upgrade` feature).
+    pub fn upgrade(&self) -> &crate::upgrade::UpgradeSettings {
+        &self.upgrade
     }
 
     /// Logs one `INFO` event (target `terminus`) with every setting, its value and
@@ -318,6 +324,7 @@ impl Default for Config {
             max_connection_age: None,
             max_connection_age_grace: None,
             max_requests_per_connection: None,
+            upgrade: crate::upgrade::UpgradeSettings::default(),
             sources: Sources::default(),
         }
     }
@@ -392,6 +399,8 @@ impl Config {
                 ));
             }
         }
+        #[cfg(feature = "upgrade")]
+        self.upgrade.validate(&self.signals)?;
         if let Some(grace) = self.grace_period {
             let budget = self.worst_case(before_hooks, cleanup_hooks);
             if budget > grace {

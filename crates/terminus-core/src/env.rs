@@ -54,6 +54,11 @@ pub const VARIABLES: &[&str] = &[
     ENV_MAX_CONNECTION_AGE,
     ENV_MAX_CONNECTION_AGE_GRACE,
     ENV_MAX_REQUESTS_PER_CONNECTION,
+    crate::upgrade::ENV_UPGRADE_SIGNAL,
+    crate::upgrade::ENV_UPGRADE_TIMEOUT,
+    crate::upgrade::ENV_PID_FILE,
+    crate::upgrade::ENV_UPGRADE_FROM,
+    crate::upgrade::ENV_UPGRADE_NOTIFY_SOCKET,
 ];
 
 /// The longest duration any setting accepts: one day. A longer one is a mistake of
@@ -80,6 +85,7 @@ pub(crate) struct Env {
     max_connection_age: Option<Duration>,
     max_connection_age_grace: Option<Duration>,
     max_requests_per_connection: Option<u64>,
+    upgrade: crate::upgrade::UpgradeEnv,
     /// `TERMINUS_*` names that no setting reads.
     pub(crate) unknown: Vec<String>,
 }
@@ -130,6 +136,7 @@ impl Env {
             max_requests_per_connection: lookup(ENV_MAX_REQUESTS_PER_CONNECTION)
                 .map(|value| parse_requests(&value))
                 .transpose()?,
+            upgrade: crate::upgrade::UpgradeEnv::read(&lookup, duration)?,
             unknown,
         })
     }
@@ -199,6 +206,7 @@ impl Env {
             &self.max_requests_per_connection.map(Some),
             &mut sources.max_requests_per_connection,
         );
+        self.upgrade.apply(&mut config.upgrade);
     }
 }
 

@@ -51,6 +51,7 @@ pub mod server;
 mod signal;
 mod tasks;
 mod terminus;
+pub mod upgrade;
 
 pub use builder::Builder;
 pub use config::{
@@ -72,6 +73,7 @@ pub use run::{Drain, NoConnections};
 pub use signal::{Signal, UnknownSignal};
 pub use terminus::Terminus;
 pub use tokio_util::sync::CancellationToken;
+pub use upgrade::UpgradeSettings;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked: every critical
 /// section in this crate is a single read, insert, remove or assignment.

@@ -20,6 +20,13 @@ pub enum ShutdownReason {
     Requested(Cow<'static, str>),
     /// [`Terminus::set_fatal`](crate::Terminus::set_fatal) was called.
     Fatal(String),
+    /// The process handed its listeners to a successor that is ready (the in-place
+    /// upgrade of `axum-terminus`): the drain delay is skipped, since the address does
+    /// not change and the successor already accepts on the same sockets.
+    Upgrade {
+        /// The successor's process ID.
+        successor: u32,
+    },
 }
 
 impl fmt::Display for ShutdownReason {
@@ -28,6 +35,7 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::Signal(signal) => write!(f, "signal {signal}"),
             ShutdownReason::Requested(why) => write!(f, "requested: {why}"),
             ShutdownReason::Fatal(error) => write!(f, "fatal error: {error}"),
+            ShutdownReason::Upgrade { successor } => write!(f, "upgraded: successor PID {successor} serves"),
         }
     }
 }

@@ -171,12 +171,13 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     async fn drain(&mut self) {
         let started = *self.progress.draining_since.get_or_insert_with(Instant::now);
         self.drain.start_draining();
-        let delay = self
-            .terminus
-            .inner
-            .config
-            .drain_delay
-            .saturating_sub(started.elapsed());
+        // After an upgrade the successor already accepts on the same sockets: nobody has
+        // to stop routing here first, so there is nothing to wait for.
+        let drain_delay = match self.reason {
+            ShutdownReason::Upgrade { .. } => Duration::ZERO,
+            _ => self.terminus.inner.config.drain_delay,
+        };
+        let delay = drain_delay.saturating_sub(started.elapsed());
         let delay = async {
             // sleep(ZERO) still waits for the timer's next tick (1 ms): skip it.
             if !delay.is_zero() {

@@ -17,6 +17,9 @@
 //! | `UNIX_SOCKET` | unset | a path: listen on this Unix domain socket instead of `HOST:PORT` |
 //! | `LISTEN_FDS`, `LISTEN_PID` | set by systemd | socket activation: serve the socket systemd passed (fd 3) |
 //! | `NOTIFY_SOCKET`, `WATCHDOG_USEC` | set by systemd | `Type=notify`: READY, STOPPING, STATUS and watchdog pings |
+//! | `TERMINUS_UPGRADE_SIGNAL` | `SIGUSR2` | replace the binary in place: put the new one at the same path, then send this signal |
+//! | `TERMINUS_UPGRADE_TIMEOUT` | `30s` | how long the new process has to become ready before it is killed (rollback) |
+//! | `TERMINUS_PID_FILE` | unset | a file that always names the serving process |
 #![warn(missing_docs)]
 
 use std::process::ExitCode;

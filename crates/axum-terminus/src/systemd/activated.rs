@@ -69,4 +69,8 @@ where
     fn accepted(io: &L::Io) {
         L::accepted(io)
     }
+
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.as_fd()
+    }
 }

@@ -44,6 +44,14 @@ impl ActivatedSockets {
     /// child process does not take the sockets for its own; call it early in `main`,
     /// before other threads read the environment.
     pub fn from_env() -> ActivatedSockets {
+        // The sockets an in-place upgrade passed (`TERMINUS_UPGRADE_FROM` names the
+        // parent) are not systemd's: `bind` takes them, by address (see `upgrade`).
+        if passed_by_upgrade() {
+            return ActivatedSockets {
+                fds: ListenFd::empty(),
+                names: Vec::new(),
+            };
+        }
         let fds = ListenFd::from_env();
         // `FileDescriptorName=` of each socket, `:`-separated; systemd's default is the
         // socket unit's name.
@@ -173,4 +181,13 @@ impl ActivatedSockets {
         };
         io::Error::new(io::ErrorKind::InvalidInput, message)
     }
+}
+
+/// Whether `LISTEN_FDS` comes from this process's parent upgrading in place, not from
+/// systemd: `TERMINUS_UPGRADE_FROM` is set to the parent's PID.
+fn passed_by_upgrade() -> bool {
+    std::env::var(terminus_core::upgrade::ENV_UPGRADE_FROM)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::os::unix::process::parent_id())
 }

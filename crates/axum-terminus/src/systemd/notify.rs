@@ -60,6 +60,11 @@ async fn notify(terminus: Terminus, manager: Manager, watchdog: Option<Duration>
     let mut told = Told::default();
     loop {
         let phase = *phases.borrow_and_update();
+        // Handed over in an upgrade: the successor is the main process now and tells
+        // the service manager itself; a STOPPING=1 from here would stop the unit.
+        if let Some(terminus_core::ShutdownReason::Upgrade { .. }) = terminus.shutdown_reason() {
+            return;
+        }
         told.phase(phase, &terminus, &manager).await;
         if phase == Phase::Stopped {
             return;
