@@ -55,6 +55,10 @@ pub struct LoadConfig {
     pub interval: Duration,
     /// A request not complete after this is counted as a timeout.
     pub timeout: Duration,
+    /// Whether the mix has slow requests: 1 % of the mixed workers' requests, and the
+    /// last worker of each HTTP/2 connection's (the `h1_slow_workers` are separate).
+    /// Off for a load of GET and POST only.
+    pub slow_in_mix: bool,
 }
 
 /// What happened to the requests sent.
@@ -275,7 +279,7 @@ impl Load {
                 for index in 0..config.h2_workers_per_connection {
                     let worker = Worker::new(&config, &stop, &stats, started, next_seed());
                     // The last worker of each connection sends slow requests only.
-                    let slow_only = index + 1 == config.h2_workers_per_connection;
+                    let slow_only = config.slow_in_mix && index + 1 == config.h2_workers_per_connection;
                     workers.spawn(worker.h2(h2, Arc::clone(&shared), slow_only));
                 }
             }
@@ -344,6 +348,7 @@ struct Worker {
     interval: Duration,
     timeout: Duration,
     mix: Mix,
+    slow_in_mix: bool,
 }
 
 impl Worker {
@@ -362,6 +367,7 @@ impl Worker {
             interval: config.interval,
             timeout: config.timeout,
             mix: Mix(seed | 1),
+            slow_in_mix: config.slow_in_mix,
         }
     }
 
@@ -387,7 +393,10 @@ impl Worker {
         if slow_only {
             self.mix.slow()
         } else {
-            self.mix.pick()
+            match self.mix.pick() {
+                Kind::Slow(_) if !self.slow_in_mix => Kind::Fast,
+                kind => kind,
+            }
         }
     }
 

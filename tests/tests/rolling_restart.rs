@@ -144,6 +144,7 @@ async fn run_scenario(scenario: &str, drain_delay: &str) -> Figures {
         h2_workers_per_connection: 3,
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(10),
+        slow_in_mix: true,
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
 

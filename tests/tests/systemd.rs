@@ -126,6 +126,7 @@ async fn socket_activated_restarts_under_load_refuse_nothing_and_lose_nothing() 
         h2_workers_per_connection: 3,
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(15),
+        slow_in_mix: true,
     });
     let fresh = FreshConnections::start(addr, 2);
 

@@ -241,6 +241,7 @@ fn load(addr: std::net::SocketAddr) -> Load {
         h2_workers_per_connection: 3,
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(15),
+        slow_in_mix: true,
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use terminus_core::{Phase, Terminus};
 
-use crate::connection::{Connection, Registry, Retire};
+use crate::connection::{Connection, Protocol, Registry, Retire};
 
 /// Milliseconds since the server started, as last advanced by the sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,7 +110,9 @@ fn bound_life(connection: &Connection, clock: &Clock, now: Tick, timeouts: &Time
                 connection.retire(Retire::Age);
             }
         }
-        Some(Retire::Age) => {
+        // HTTP/2 streams in flight at the GOAWAY get the grace; an HTTP/1 request is the
+        // connection's last and runs its course (its response says `Connection: close`).
+        Some(Retire::Age) if connection.protocol() == Protocol::Http2 => {
             if connection.is_busy()
                 && !connection.is_cut()
                 && clock.since(connection.retired_at()) >= timeouts.age_grace
