@@ -22,9 +22,21 @@ pub fn never_processed(error: &hyper::Error) -> bool {
             cause == "connection closed" || cause == "connection was not ready"
         });
     }
-    // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id.
     source
         .and_then(|source| source.downcast_ref::<h2::Error>())
-        .and_then(h2::Error::reason)
-        .is_some_and(|reason| reason == h2::Reason::REFUSED_STREAM || reason == h2::Reason::NO_ERROR)
+        .is_some_and(refused_unprocessed)
+}
+
+/// Whether an HTTP/2 stream failed because the server refused it without processing
+/// it: h2 fails with the server's graceful GOAWAY (`NO_ERROR`) a stream above the
+/// GOAWAY's last stream id and a request started on the connection after the GOAWAY
+/// arrived; a stream the server reset with `REFUSED_STREAM` was not processed either.
+/// The gRPC tests ask the same of tonic's errors (`terminus_tests::grpc_load`).
+pub fn refused_unprocessed(error: &h2::Error) -> bool {
+    error.is_remote()
+        && match error.reason() {
+            Some(h2::Reason::NO_ERROR) => error.is_go_away(),
+            Some(h2::Reason::REFUSED_STREAM) => error.is_reset(),
+            _ => false,
+        }
 }

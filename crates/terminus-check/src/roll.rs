@@ -97,20 +97,17 @@ pub async fn run(options: &Options) -> Result<Report, String> {
     let progress = Progress::start(&load, options.replicas * options.restarts);
     tokio::time::sleep(WARM_UP).await;
 
+    let fleet = Fleet {
+        options,
+        slots: &slots,
+        logs: &logs,
+        stats,
+        started,
+    };
     let mut restarts = Vec::new();
     for _round in 0..options.restarts {
         for (replica, slot) in slots.iter().enumerate() {
-            let times = restart(
-                options,
-                replica,
-                slot,
-                &mut instances[replica],
-                &logs,
-                started,
-                stats,
-                &slots,
-            )
-            .await;
+            let times = fleet.restart(replica, slot, &mut instances[replica]).await;
             match times {
                 Ok(times) => restarts.push(times),
                 Err(error) => {
@@ -186,45 +183,60 @@ async fn wait_routed(stats: Option<std::net::SocketAddr>, slots: &[ServerSlot]) 
         })
 }
 
-/// One restart: the signal, the stop watched to the exit (SIGKILL after the grace), the
-/// replacement on the same port, ready and routed to.
-#[allow(clippy::too_many_arguments)]
-async fn restart(
-    options: &Options,
-    replica: usize,
-    slot: &ServerSlot,
-    instance: &mut Instance,
-    logs: &std::path::Path,
-    started: Instant,
+/// What every restart needs to know.
+struct Fleet<'a> {
+    options: &'a Options,
+    slots: &'a [ServerSlot],
+    logs: &'a std::path::Path,
+    /// HAProxy's statistics (`None` for nginx).
     stats: Option<std::net::SocketAddr>,
-    slots: &[ServerSlot],
-) -> Result<RestartTimes, String> {
-    let pid = instance.pid();
-    let signal_at = Instant::now();
-    instance
-        .signal(&options.stop_signal)
-        .map_err(|error| format!("replica {}: {error}", slot.name))?;
-    let stop = instance.watch_stop(signal_at, options.grace).await;
-    *instance = start_instance(options, slot, logs).await?;
-    match stats {
-        Some(stats) => {
-            let names: Vec<&str> = slots.iter().map(|slot| slot.name.as_str()).collect();
-            // Best effort: a replica that fails its checks now and then still counts.
-            let _ = haproxy::wait_for_states(stats, &names, ROUTING_TIMEOUT).await;
+    /// The start of the load: the origin of the timeline.
+    started: Instant,
+}
+
+impl Fleet<'_> {
+    /// One restart: the signal, the stop watched to the exit (SIGKILL after the grace), the
+    /// replacement on the same port, ready and routed to.
+    async fn restart(
+        &self,
+        replica: usize,
+        slot: &ServerSlot,
+        instance: &mut Instance,
+    ) -> Result<RestartTimes, String> {
+        let Fleet {
+            options,
+            slots,
+            logs,
+            stats,
+            started,
+        } = *self;
+        let pid = instance.pid();
+        let signal_at = Instant::now();
+        instance
+            .signal(&options.stop_signal)
+            .map_err(|error| format!("replica {}: {error}", slot.name))?;
+        let stop = instance.watch_stop(signal_at, options.grace).await;
+        *instance = start_instance(options, slot, logs).await?;
+        match stats {
+            Some(stats) => {
+                let names: Vec<&str> = slots.iter().map(|slot| slot.name.as_str()).collect();
+                // Best effort: a replica that fails its checks now and then still counts.
+                let _ = haproxy::wait_for_states(stats, &names, ROUTING_TIMEOUT).await;
+            }
+            // The endpoints loop adds it within a period.
+            None => tokio::time::sleep(balancer::READINESS_PERIOD + Duration::from_millis(300)).await,
         }
-        // The endpoints loop adds it within a period.
-        None => tokio::time::sleep(balancer::READINESS_PERIOD + Duration::from_millis(300)).await,
+        let since = |at: Instant| at.saturating_duration_since(started);
+        Ok(RestartTimes {
+            replica,
+            pid,
+            signal_at: since(stop.signal_at),
+            listener_closed_at: stop.listener_closed_at.map(since),
+            exited_at: since(stop.exited_at),
+            exit: stop.exit,
+            ready_at: since(Instant::now()),
+        })
     }
-    let since = |at: Instant| at.saturating_duration_since(started);
-    Ok(RestartTimes {
-        replica,
-        pid,
-        signal_at: since(stop.signal_at),
-        listener_closed_at: stop.listener_closed_at.map(since),
-        exited_at: since(stop.exited_at),
-        exit: stop.exit,
-        ready_at: since(Instant::now()),
-    })
 }
 
 /// The workers: `--rps` spread over HTTP/1.1 keep-alive connections, new connections and
