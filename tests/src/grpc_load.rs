@@ -62,14 +62,9 @@ pub fn never_sent(status: &Status) -> bool {
 /// `INTERNAL` "h2 protocol error: http2 error".
 pub fn refused_unprocessed(status: &Status) -> bool {
     sources(status).any(|error| {
-        error.downcast_ref::<h2::Error>().is_some_and(|h2| {
-            h2.is_remote()
-                && match h2.reason() {
-                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
-                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
-                    _ => false,
-                }
-        })
+        error
+            .downcast_ref::<h2::Error>()
+            .is_some_and(terminus_check::refused::refused_unprocessed)
     })
 }
 

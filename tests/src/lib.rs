@@ -5,14 +5,15 @@ pub mod curl;
 pub mod exit;
 pub mod grpc;
 pub mod grpc_load;
-pub mod haproxy;
-pub mod kubelet;
-pub mod loadgen;
 pub mod logs;
 pub mod postgres;
 pub mod probe_oracle;
 pub mod raw;
 pub mod systemd;
+
+// The balancer, the load and the prober are terminus-check's, so that the tests and the
+// tool users run on their own services cannot drift apart.
+pub use terminus_check::{haproxy, kubelet, loadgen, nginx};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

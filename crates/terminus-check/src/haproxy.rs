@@ -3,8 +3,8 @@
 //! The configuration is the one a careful operator would write for a Kubernetes-style
 //! rollout, with every safety net that could hide a lost request switched off:
 //!
-//! - health checks `GET /readyz` every second, one failure marks a server down and one
-//!   success marks it up again (`inter 1s fall 1 rise 1`);
+//! - health checks `GET /readyz` (or another [`Check`]) every second, one failure marks a
+//!   server down and one success marks it up again (`inter 1s fall 1 rise 1`);
 //! - keep-alive to the backends with connection reuse (`http-reuse safe`);
 //! - `retries 0`, `retry-on none` and no `option redispatch`: a failure on the way to a
 //!   backend reaches the client as a 503 or 502 instead of being retried elsewhere.
@@ -13,17 +13,25 @@
 //! A third frontend serves HAProxy's statistics as CSV, which is how the tests see
 //! which servers HAProxy considers up.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::get;
+pub use crate::balancer::LaunchError;
+use crate::client::get;
+pub use crate::ports::free_port;
 
-/// Where Debian's `haproxy` package installs the binary.
-const HAPROXY: &str = "/usr/sbin/haproxy";
+/// What to tell a user who has no HAProxy.
+pub const INSTALL_HINT: &str =
+    "HAProxy is not installed: `apt-get install haproxy` (Debian, Ubuntu; it goes to \
+/usr/sbin, which may be off your PATH), `dnf install haproxy`, `brew install haproxy`";
+
+/// How often HAProxy checks each server (`inter`).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How many failed checks mark a server down (`fall`).
+pub const FALL: u32 = 1;
 
 /// How long HAProxy may take to open its frontends.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,85 +57,95 @@ pub struct Haproxy {
     pub stats: SocketAddr,
 }
 
-/// A loopback port that is free now and that nothing else will take by accident: it is
-/// below the kernel's ephemeral range (so no outgoing connection and no `bind(:0)` is
-/// given it while the test holds it in reserve for a restart) and never handed out twice
-/// by this process.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if ephemeral_low > 12_000 {
-        let low = ephemeral_low - 10_000;
-        // Start somewhere that depends on the process, so concurrent test binaries rarely
-        // probe the same ports; 7 is coprime with 10,000, so one pass visits every port.
-        let first = std::process::id() % 10_000;
-        for offset in 0..10_000u32 {
-            let port = low + ((first + offset * 7) % 10_000) as u16;
-            if given.contains(&port) {
-                continue;
-            }
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                given.push(port);
-                return port;
-            }
-        }
-    }
-    // No room below the ephemeral range: let the kernel choose.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind a free loopback port");
-    given.push(port);
-    port
+/// The `haproxy` binary: on `PATH`, or where the distributions install it (`/usr/sbin`,
+/// often off a user's `PATH`).
+pub fn binary() -> Option<PathBuf> {
+    crate::ports::find_program("haproxy")
 }
 
-/// `true` if `/usr/sbin/haproxy` exists (`.ci/run` installs the Debian package).
+/// `true` if HAProxy is installed (`.ci/run` installs the Debian package).
 pub fn available() -> bool {
-    std::path::Path::new(HAPROXY).exists()
+    binary().is_some()
+}
+
+/// How HAProxy decides that a server is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// `GET path` answers 200 (`option httpchk`), as a readiness probe.
+    Http(String),
+    /// The port accepts a TCP connection.
+    Tcp,
+}
+
+impl Default for Check {
+    /// `GET /readyz`.
+    fn default() -> Check {
+        Check::Http("/readyz".to_owned())
+    }
 }
 
 impl Haproxy {
     /// Writes the configuration for `servers` to a fresh directory and starts HAProxy
-    /// in the foreground; returns once its frontends accept connections.
+    /// in the foreground, checking `GET /readyz`; returns once its frontends accept
+    /// connections.
+    ///
+    /// # Panics
+    ///
+    /// When HAProxy cannot be started: this is the tests' entry point; the tool calls
+    /// [`try_start`](Haproxy::try_start).
     pub fn start(servers: &[ServerSlot]) -> Haproxy {
-        Haproxy::launch(|h1, h2, stats| config(h1, h2, stats, servers))
+        Haproxy::try_start(servers, &Check::default()).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`start`](Haproxy::start) with the servers' `check`, returning why it failed.
+    pub fn try_start(servers: &[ServerSlot], check: &Check) -> Result<Haproxy, LaunchError> {
+        Haproxy::launch(|h1, h2, stats| config(h1, h2, stats, servers, check))
     }
 
     /// HAProxy in front of gRPC backends (HTTP/2 only), with the same checks, retry and
     /// redispatch settings as [`start`](Haproxy::start); `h2` is the gRPC frontend. See
     /// `grpc_config` for the two modes.
+    ///
+    /// # Panics
+    ///
+    /// When HAProxy cannot be started (a test helper).
     pub fn start_grpc(servers: &[ServerSlot], mode: GrpcMode) -> Haproxy {
         Haproxy::launch(|h1, h2, stats| grpc_config(h1, h2, stats, servers, mode))
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    fn launch(config: impl FnOnce(SocketAddr, SocketAddr, SocketAddr) -> String) -> Haproxy {
+    fn launch(
+        config: impl FnOnce(SocketAddr, SocketAddr, SocketAddr) -> String,
+    ) -> Result<Haproxy, LaunchError> {
+        let binary = binary().ok_or_else(|| LaunchError::new(INSTALL_HINT))?;
+        let fail = |what: &str, error: std::io::Error| LaunchError::new(format!("{what}: {error}"));
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "terminus-haproxy-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("create the HAProxy directory");
+        std::fs::create_dir_all(&dir).map_err(|error| fail("create the HAProxy directory", error))?;
         let h1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let h2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = config(h1, h2, stats);
         let config_path = dir.join("haproxy.cfg");
-        std::fs::write(&config_path, config).expect("write haproxy.cfg");
-        let log = std::fs::File::create(dir.join("haproxy.log")).expect("create haproxy.log");
-        let child = Command::new(HAPROXY)
+        std::fs::write(&config_path, config).map_err(|error| fail("write haproxy.cfg", error))?;
+        let log = std::fs::File::create(dir.join("haproxy.log"))
+            .map_err(|error| fail("create haproxy.log", error))?;
+        let log_too = log
+            .try_clone()
+            .map_err(|error| fail("clone the log handle", error))?;
+        let child = Command::new(&binary)
             .arg("-db")
             .arg("-f")
             .arg(&config_path)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
+            .stdout(log_too)
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {HAPROXY}: {error}"));
+            .map_err(|error| fail(&format!("cannot start {}", binary.display()), error))?;
         let mut haproxy = Haproxy {
             child,
             dir,
@@ -141,16 +159,20 @@ impl Haproxy {
             .any(|addr| TcpStream::connect(addr).is_err())
         {
             if let Ok(Some(status)) = haproxy.child.try_wait() {
-                panic!("haproxy exited at startup: {status}\n{}", haproxy.log());
+                return Err(LaunchError::new(format!(
+                    "haproxy exited at startup: {status}\n{}",
+                    haproxy.log()
+                )));
             }
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not open its frontends within {START_TIMEOUT:?}\n{}",
-                haproxy.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(LaunchError::new(format!(
+                    "haproxy did not open its frontends within {START_TIMEOUT:?}\n{}",
+                    haproxy.log()
+                )));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        haproxy
+        Ok(haproxy)
     }
 
     /// What HAProxy printed (warnings, alerts).
@@ -161,34 +183,49 @@ impl Haproxy {
     /// HAProxy's view of each server of the backend: `(name, status)`, where status is
     /// `UP`, `DOWN`, or a transition such as `UP 1/2`.
     pub async fn server_states(&self) -> Vec<(String, String)> {
-        let Ok(reply) = get(self.stats, "/stats;csv").await else {
-            return Vec::new();
-        };
-        parse_stats(&String::from_utf8_lossy(&reply.body))
+        server_states(self.stats).await
     }
 
     /// Waits up to `timeout` until exactly the servers in `up` are `UP` and every other
     /// server is `DOWN`; returns the last states seen if that never happens.
     pub async fn wait_for_states(&self, up: &[&str], timeout: Duration) -> Result<(), Vec<(String, String)>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let states = self.server_states().await;
-            let settled = !states.is_empty()
-                && states.iter().all(|(name, status)| {
-                    if up.contains(&name.as_str()) {
-                        status == "UP"
-                    } else {
-                        status == "DOWN"
-                    }
-                });
-            if settled {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(states);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_for_states(self.stats, up, timeout).await
+    }
+}
+
+/// The states of the `app` backend's servers, from the statistics frontend at `stats`
+/// (see [`Haproxy::server_states`]).
+pub async fn server_states(stats: SocketAddr) -> Vec<(String, String)> {
+    let Ok(reply) = get(stats, "/stats;csv").await else {
+        return Vec::new();
+    };
+    parse_stats(&String::from_utf8_lossy(&reply.body))
+}
+
+/// [`Haproxy::wait_for_states`], from the statistics frontend at `stats`.
+pub async fn wait_for_states(
+    stats: SocketAddr,
+    up: &[&str],
+    timeout: Duration,
+) -> Result<(), Vec<(String, String)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let states = server_states(stats).await;
+        let settled = !states.is_empty()
+            && states.iter().all(|(name, status)| {
+                if up.contains(&name.as_str()) {
+                    status == "UP"
+                } else {
+                    status == "DOWN"
+                }
+            });
+        if settled {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(states);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -205,7 +242,17 @@ impl Drop for Haproxy {
 
 /// The configuration file. Each directive that decides whether a failure can be hidden
 /// from the client is commented.
-fn config(h1: SocketAddr, h2: SocketAddr, stats: SocketAddr, servers: &[ServerSlot]) -> String {
+fn config(
+    h1: SocketAddr,
+    h2: SocketAddr,
+    stats: SocketAddr,
+    servers: &[ServerSlot],
+    check: &Check,
+) -> String {
+    let check = match check {
+        Check::Http(path) => format!("    option httpchk GET {path}\n    http-check expect status 200\n"),
+        Check::Tcp => "    # A TCP connect is the check (no readiness path).\n".to_owned(),
+    };
     let mut config = format!(
         "\
 global
@@ -242,9 +289,7 @@ frontend stats
 
 backend app
     balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    # A server is down after one failed check and up after one good one, checked every second.
+{check}    # A server is down after one failed check and up after one good one, checked every second.
     default-server inter 1s fall 1 rise 1
 "
     );

@@ -17,8 +17,15 @@
 //! crossed the server's final GOAWAY (refused by it, or never sent because the
 //! connection was closing) never reached the application: RFC 9113 §8.7 lets clients
 //! retry it, and they do (hyper-util's, Go's, gRPC's). The worker retries it once on a
-//! new connection, and counts it in [`Counts::retried`]. So is an HTTP/1.1 request hyper
-//! never wrote because the idle connection closed between the pool's check and the send.
+//! new connection, and counts it in [`Counts::retried`] (see [`crate::refused`]). So is
+//! an HTTP/1.1 request hyper never wrote because the idle connection closed between the
+//! pool's check and the send.
+//!
+//! The paths and what counts as a good answer are the [`Traffic`]: the tests' default
+//! ([`Traffic::harness`]) expects the quickstart's bodies; `terminus-check` sends the
+//! user's paths and takes any complete answer below 500. Every request also leaves a
+//! [`Record`] (when it was sent, when it ended, how), from which the tool places each
+//! loss on a restart's timeline.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,8 +39,98 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+
+/// The requests sent and what counts as a good answer to them.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    /// The path of the fast `GET`s and of the `POST`s (with a 4 KiB body).
+    pub path: String,
+    /// The path of the slow requests, `{ms}` replaced by a duration of 1,000 to 3,000;
+    /// `None`: no slow requests (and no slow-only workers).
+    pub slow_path: Option<String>,
+    /// What a good answer is.
+    pub expect: Expect,
+    /// HTTP/1.1 workers that open a new connection for every request, on top of the
+    /// keep-alive ones of [`LoadConfig`].
+    pub fresh_connection_workers: usize,
+}
+
+impl Traffic {
+    /// The tests' traffic: `GET /` and `POST /` answered `hello`, `GET /slow?ms={ms}`
+    /// answered `slow` (the quickstart's routes), on keep-alive connections only.
+    pub fn harness() -> Traffic {
+        Traffic {
+            path: "/".to_owned(),
+            slow_path: Some("/slow?ms={ms}".to_owned()),
+            expect: Expect::QuickstartBodies,
+            fresh_connection_workers: 0,
+        }
+    }
+}
+
+/// What counts as a good answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A 2xx with the quickstart's body: `hello`, or `slow` for a slow request.
+    QuickstartBodies,
+    /// Any complete answer with a status below 500: the service answered (a 4xx is
+    /// its answer to the request, not a loss of the restart).
+    AnswerBelow500,
+}
+
+/// How one request ended, as the report counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A good answer ([`Expect`]).
+    Ok,
+    /// A complete answer that is not good: its status (502 and 503 are what a balancer
+    /// answers when the connection to the server failed or no server was up).
+    Status(u16),
+    /// A connection to the balancer (or server) could not be opened.
+    Refused,
+    /// The connection was reset or closed before an answer began.
+    NoAnswer,
+    /// The answer began and was cut before its end.
+    Truncated,
+    /// No complete answer within the timeout.
+    Timeout,
+}
+
+impl Outcome {
+    /// The outcome's name in reports: `ok`, `status_503`, `refused`, `no_answer`,
+    /// `truncated`, `timeout`.
+    pub fn name(self) -> String {
+        match self {
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Status(status) => format!("status_{status}"),
+            Outcome::Refused => "refused".to_owned(),
+            Outcome::NoAnswer => "no_answer".to_owned(),
+            Outcome::Truncated => "truncated".to_owned(),
+            Outcome::Timeout => "timeout".to_owned(),
+        }
+    }
+}
+
+/// One request, as it ended.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// When it was sent, from the start of the load.
+    pub sent: Duration,
+    /// When its outcome was known, from the start of the load.
+    pub ended: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// `GET`, `POST` or `GET slow`.
+    pub kind: &'static str,
+    /// The error or the unexpected answer, for a failure.
+    pub detail: Option<String>,
+}
 
 /// The shape of the load.
 #[derive(Clone, Debug)]
@@ -137,6 +234,7 @@ struct Stats {
     ok_slow: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
     failures: Mutex<Vec<String>>,
+    records: Mutex<Vec<Record>>,
 }
 
 /// A running load. [`Load::stop`] lets the requests in flight finish and returns the counts.
@@ -155,11 +253,14 @@ enum Kind {
 }
 
 impl Kind {
-    fn request(self, authority: &str, absolute: bool) -> Request<Full<Bytes>> {
+    fn request(self, authority: &str, absolute: bool, traffic: &Traffic) -> Request<Full<Bytes>> {
         let (method, path, body) = match self {
-            Kind::Fast => ("GET", "/".to_owned(), Bytes::new()),
-            Kind::Post => ("POST", "/".to_owned(), Bytes::from(vec![b'x'; 4096])),
-            Kind::Slow(ms) => ("GET", format!("/slow?ms={ms}"), Bytes::new()),
+            Kind::Fast => ("GET", traffic.path.clone(), Bytes::new()),
+            Kind::Post => ("POST", traffic.path.clone(), Bytes::from(vec![b'x'; 4096])),
+            Kind::Slow(ms) => {
+                let template = traffic.slow_path.as_deref().unwrap_or("/");
+                ("GET", template.replace("{ms}", &ms.to_string()), Bytes::new())
+            }
         };
         let builder = Request::builder().method(method);
         let builder = if absolute {
@@ -175,6 +276,14 @@ impl Kind {
         match self {
             Kind::Fast | Kind::Post => b"hello",
             Kind::Slow(_) => b"slow",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Fast => "GET",
+            Kind::Post => "POST",
+            Kind::Slow(_) => "GET slow",
         }
     }
 }
@@ -195,12 +304,14 @@ impl Mix {
     }
 
     /// 74 % fast GET, 25 % POST, 1 % slow (a slow request holds its worker for
-    /// 1-3 s; dedicated slow workers carry most of them).
-    fn pick(&mut self) -> Kind {
+    /// 1-3 s; dedicated slow workers carry most of them); fast instead of slow when
+    /// there is no slow path.
+    fn pick(&mut self, slow: bool) -> Kind {
         match self.next() % 100 {
             0..=73 => Kind::Fast,
             74..=98 => Kind::Post,
-            _ => self.slow(),
+            _ if slow => self.slow(),
+            _ => Kind::Fast,
         }
     }
 }
@@ -232,30 +343,23 @@ impl Ending {
     /// had closed or closed first (hyper's "canceled"), or refused by a GOAWAY (a stream above its last
     /// stream id, or one the client's h2 would not open after it) or REFUSED_STREAM.
     fn never_processed(&self) -> bool {
-        let Ending::Connection(error) = self else {
-            return false;
-        };
-        let source = std::error::Error::source(error);
-        if error.is_canceled() {
-            // Not handed to the connection (it had just closed), or still in hyper's
-            // queue when it closed: never sent. (A request hyper had started to send
-            // and lost is reported otherwise.)
-            return source.is_some_and(|source| {
-                let cause = source.to_string();
-                cause == "connection closed" || cause == "connection was not ready"
-            });
-        }
-        // A graceful GOAWAY (NO_ERROR) fails only the streams above its last stream id.
-        source
-            .and_then(|source| source.downcast_ref::<h2::Error>())
-            .and_then(h2::Error::reason)
-            .is_some_and(|reason| reason == h2::Reason::REFUSED_STREAM || reason == h2::Reason::NO_ERROR)
+        matches!(self, Ending::Connection(error) if crate::refused::never_processed(error))
     }
 }
 
 impl Load {
-    /// Starts the workers.
+    /// Starts the workers, sending the tests' [`Traffic::harness`].
     pub fn start(config: LoadConfig) -> Load {
+        Load::start_with(config, Traffic::harness())
+    }
+
+    /// Starts the workers, sending `traffic`. Without a slow path, the slow-only
+    /// workers are not started and the last worker of each HTTP/2 connection sends the
+    /// mix like the others.
+    pub fn start_with(config: LoadConfig, traffic: Traffic) -> Load {
+        let traffic = Arc::new(traffic);
+        let slow_path = traffic.slow_path.is_some();
+        let slow = slow_path && config.slow_in_mix;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let started = Instant::now();
@@ -265,21 +369,23 @@ impl Load {
             seed = seed.wrapping_add(0x2545_f491_4f6c_dd1d);
             seed
         };
+        let mut worker = || Worker::new(&config, &traffic, &stop, &stats, started, next_seed());
         for _ in 0..config.h1_workers {
-            let worker = Worker::new(&config, &stop, &stats, started, next_seed());
-            workers.spawn(worker.h1(false));
+            workers.spawn(worker().h1(false, false));
         }
-        for _ in 0..config.h1_slow_workers {
-            let worker = Worker::new(&config, &stop, &stats, started, next_seed());
-            workers.spawn(worker.h1(true));
+        for _ in 0..traffic.fresh_connection_workers {
+            workers.spawn(worker().h1(false, true));
+        }
+        for _ in 0..if slow_path { config.h1_slow_workers } else { 0 } {
+            workers.spawn(worker().h1(true, false));
         }
         if let Some(h2) = config.h2 {
             for _ in 0..config.h2_connections {
                 let shared = Arc::new(tokio::sync::Mutex::new(H2Shared::default()));
                 for index in 0..config.h2_workers_per_connection {
-                    let worker = Worker::new(&config, &stop, &stats, started, next_seed());
+                    let worker = worker();
                     // The last worker of each connection sends slow requests only.
-                    let slow_only = config.slow_in_mix && index + 1 == config.h2_workers_per_connection;
+                    let slow_only = slow && index + 1 == config.h2_workers_per_connection;
                     workers.spawn(worker.h2(h2, Arc::clone(&shared), slow_only));
                 }
             }
@@ -297,36 +403,58 @@ impl Load {
         self.started.elapsed()
     }
 
-    /// The counts so far.
-    pub fn counts(&self) -> Counts {
-        let stats = &self.stats;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Counts {
-            requests: load(&stats.requests),
-            ok: load(&stats.ok),
-            bad_status: load(&stats.bad_status),
-            connection_errors: load(&stats.connection_errors),
-            truncated: load(&stats.truncated),
-            timeouts: load(&stats.timeouts),
-            retried: load(&stats.retried),
-            ok_h2: load(&stats.ok_h2),
-            ok_post: load(&stats.ok_post),
-            ok_slow: load(&stats.ok_slow),
-            statuses: stats.statuses.lock().expect("statuses").clone(),
-            first_failures: stats.failures.lock().expect("failures").clone(),
-        }
+    /// When the load started: the origin of every [`Record`]'s times.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        counts_of(&self.stats)
+    }
+
+    /// Reads the counts so far from another task (a progress line).
+    pub fn counter(&self) -> impl Fn() -> Counts + Send + Sync + 'static {
+        let stats = Arc::clone(&self.stats);
+        move || counts_of(&stats)
+    }
+}
+
+fn counts_of(stats: &Stats) -> Counts {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    Counts {
+        requests: load(&stats.requests),
+        ok: load(&stats.ok),
+        bad_status: load(&stats.bad_status),
+        connection_errors: load(&stats.connection_errors),
+        truncated: load(&stats.truncated),
+        timeouts: load(&stats.timeouts),
+        retried: load(&stats.retried),
+        ok_h2: load(&stats.ok_h2),
+        ok_post: load(&stats.ok_post),
+        ok_slow: load(&stats.ok_slow),
+        statuses: lock(&stats.statuses).clone(),
+        first_failures: lock(&stats.failures).clone(),
+    }
+}
+
+impl Load {
     /// Stops sending, waits for the requests in flight (each bounded by the timeout),
     /// and returns the final counts.
-    pub async fn stop(mut self) -> Counts {
+    pub async fn stop(self) -> Counts {
+        self.finish().await.0
+    }
+
+    /// [`stop`](Load::stop), and every request's [`Record`] in the order they ended.
+    pub async fn finish(mut self) -> (Counts, Vec<Record>) {
         self.stop.store(true, Ordering::Relaxed);
         while let Some(joined) = self.workers.join_next().await {
             if let Err(error) = joined {
                 std::panic::resume_unwind(error.into_panic());
             }
         }
-        self.counts()
+        let records = std::mem::take(&mut *lock(&self.stats.records));
+        (self.counts(), records)
     }
 }
 
@@ -340,7 +468,14 @@ struct H2Shared {
 
 type H2Slot = Arc<tokio::sync::Mutex<H2Shared>>;
 
+/// A lock of the counters: a worker that panicked holding it left whole entries (each
+/// update is one push or one increment), so a poisoned lock is still good to read.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Worker {
+    traffic: Arc<Traffic>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     started: Instant,
@@ -354,12 +489,14 @@ struct Worker {
 impl Worker {
     fn new(
         config: &LoadConfig,
+        traffic: &Arc<Traffic>,
         stop: &Arc<AtomicBool>,
         stats: &Arc<Stats>,
         started: Instant,
         seed: u64,
     ) -> Worker {
         Worker {
+            traffic: Arc::clone(traffic),
             stop: Arc::clone(stop),
             stats: Arc::clone(stats),
             started,
@@ -393,14 +530,13 @@ impl Worker {
         if slow_only {
             self.mix.slow()
         } else {
-            match self.mix.pick() {
-                Kind::Slow(_) if !self.slow_in_mix => Kind::Fast,
-                kind => kind,
-            }
+            self.mix
+                .pick(self.traffic.slow_path.is_some() && self.slow_in_mix)
         }
     }
 
-    async fn h1(mut self, slow_only: bool) {
+    /// One HTTP/1.1 connection at a time; with `fresh`, a new one for every request.
+    async fn h1(mut self, slow_only: bool, fresh: bool) {
         let authority = self.h1.to_string();
         let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
         let mut next = Instant::now();
@@ -417,41 +553,54 @@ impl Worker {
                 }
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self.started.elapsed();
             if sender.is_none() {
                 match connect_h1(self.h1).await {
-                    Ok(fresh) => sender = Some(fresh),
+                    Ok(opened) => sender = Some(opened),
                     Err(error) => {
-                        self.record_connect_failure("HTTP/1.1", kind, &error);
+                        self.record_connect_failure("HTTP/1.1", kind, &error, sent);
                         continue;
                     }
                 }
             }
             let Some(open) = sender.as_mut() else { continue };
-            let request = kind.request(&authority, false);
-            let (mut ending, mut close) = exchange(open.send_request(request), kind, self.timeout).await;
+            let request = kind.request(&authority, false, &self.traffic);
+            let (mut ending, mut close) = exchange(
+                open.send_request(request),
+                kind,
+                self.timeout,
+                self.traffic.expect,
+            )
+            .await;
             if ending.never_sent_h1() {
                 // The idle connection closed between `ready` and the send (the server's
                 // close crossed it): never written, so retried on a new connection, as
                 // HTTP clients do with a pooled connection found closed (RFC 9112 9.3.1).
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 (ending, close) = match connect_h1(self.h1).await {
-                    Ok(mut fresh) => {
-                        let request = kind.request(&authority, false);
-                        let result = exchange(fresh.send_request(request), kind, self.timeout).await;
-                        sender = Some(fresh);
+                    Ok(mut reopened) => {
+                        let request = kind.request(&authority, false, &self.traffic);
+                        let result = exchange(
+                            reopened.send_request(request),
+                            kind,
+                            self.timeout,
+                            self.traffic.expect,
+                        )
+                        .await;
+                        sender = Some(reopened);
                         result
                     }
                     Err(error) => {
                         sender = None;
-                        self.record_connect_failure("HTTP/1.1", kind, &error);
+                        self.record_connect_failure("HTTP/1.1", kind, &error, sent);
                         continue;
                     }
                 };
             }
-            if close || !matches!(ending, Ending::Ok) {
+            if fresh || close || !matches!(ending, Ending::Ok) {
                 sender = None;
             }
-            self.record("HTTP/1.1", kind, ending);
+            self.record("HTTP/1.1", kind, ending, sent);
         }
     }
 
@@ -465,16 +614,23 @@ impl Worker {
             }
             let kind = self.kind(slow_only);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self.started.elapsed();
             // Twice at most: a connection opened for the retry may itself meet a GOAWAY
             // (accepted by a process that began to drain an instant later, as the old
             // process of an in-place upgrade does).
             let mut retries = 0;
             loop {
-                let Some((generation, mut sender)) = self.h2_sender(addr, &slot, kind).await else {
+                let Some((generation, mut sender)) = self.h2_sender(addr, &slot, kind, sent).await else {
                     break;
                 };
-                let request = kind.request(&authority, true);
-                let (ending, _) = exchange(sender.send_request(request), kind, self.timeout).await;
+                let request = kind.request(&authority, true, &self.traffic);
+                let (ending, _) = exchange(
+                    sender.send_request(request),
+                    kind,
+                    self.timeout,
+                    self.traffic.expect,
+                )
+                .await;
                 if retries < 2 && ending.never_processed() {
                     // The connection is going away: the next attempt opens a new one.
                     retries += 1;
@@ -485,7 +641,7 @@ impl Worker {
                     }
                     continue;
                 }
-                self.record("HTTP/2", kind, ending);
+                self.record("HTTP/2", kind, ending, sent);
                 break;
             }
         }
@@ -498,6 +654,7 @@ impl Worker {
         addr: SocketAddr,
         slot: &H2Slot,
         kind: Kind,
+        sent: Duration,
     ) -> Option<(u64, http2::SendRequest<Full<Bytes>>)> {
         let mut shared = slot.lock().await;
         let reusable = match shared.sender.as_mut() {
@@ -511,7 +668,7 @@ impl Worker {
                 Err(error) => {
                     shared.sender = None;
                     drop(shared);
-                    self.record_connect_failure("HTTP/2", kind, &error);
+                    self.record_connect_failure("HTTP/2", kind, &error, sent);
                     return None;
                 }
             }
@@ -519,15 +676,32 @@ impl Worker {
         Some((shared.generation, shared.sender.clone()?))
     }
 
-    fn record_connect_failure(&self, protocol: &str, kind: Kind, error: &std::io::Error) {
+    fn record_connect_failure(
+        &self,
+        protocol: &'static str,
+        kind: Kind,
+        error: &std::io::Error,
+        sent: Duration,
+    ) {
         self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-        self.keep_failure(format!("{protocol} {kind:?}: connect: {error}"));
+        let failure = format!("connect: {error}");
+        self.keep_record(protocol, kind, sent, Outcome::Refused, Some(failure.clone()));
+        self.keep_failure(format!("{protocol} {kind:?}: {failure}"));
     }
 
-    fn record(&self, protocol: &str, kind: Kind, ending: Ending) {
+    fn record(&self, protocol: &'static str, kind: Kind, ending: Ending, sent: Duration) {
         let stats = &self.stats;
+        let outcome = match &ending {
+            Ending::Ok => Outcome::Ok,
+            Ending::BadStatus(status) => Outcome::Status(status.as_u16()),
+            Ending::UnexpectedBody(_) => Outcome::Status(200),
+            Ending::Connection(_) => Outcome::NoAnswer,
+            Ending::Truncated(_) => Outcome::Truncated,
+            Ending::Timeout => Outcome::Timeout,
+        };
         let failure = match ending {
             Ending::Ok => {
+                self.keep_record(protocol, kind, sent, outcome, None);
                 stats.ok.fetch_add(1, Ordering::Relaxed);
                 if protocol == "HTTP/2" {
                     stats.ok_h2.fetch_add(1, Ordering::Relaxed);
@@ -541,12 +715,7 @@ impl Worker {
             }
             Ending::BadStatus(status) => {
                 stats.bad_status.fetch_add(1, Ordering::Relaxed);
-                *stats
-                    .statuses
-                    .lock()
-                    .expect("statuses")
-                    .entry(status.as_u16())
-                    .or_default() += 1;
+                *lock(&stats.statuses).entry(status.as_u16()).or_default() += 1;
                 format!("status {status}")
             }
             Ending::UnexpectedBody(body) => {
@@ -569,11 +738,31 @@ impl Worker {
                 "timeout".to_owned()
             }
         };
+        self.keep_record(protocol, kind, sent, outcome, Some(failure.clone()));
         self.keep_failure(format!("{protocol} {kind:?}: {failure}"));
     }
 
+    fn keep_record(
+        &self,
+        protocol: &'static str,
+        kind: Kind,
+        sent: Duration,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) {
+        let record = Record {
+            sent,
+            ended: self.started.elapsed(),
+            outcome,
+            protocol,
+            kind: kind.name(),
+            detail,
+        };
+        lock(&self.stats.records).push(record);
+    }
+
     fn keep_failure(&self, failure: String) {
-        let mut failures = self.stats.failures.lock().expect("failures");
+        let mut failures = lock(&self.stats.failures);
         if failures.len() < KEPT_FAILURES {
             failures.push(format!(
                 "t={:.3}s {failure}",
@@ -585,7 +774,7 @@ impl Worker {
 
 /// Sends one request and reads the whole response, within `timeout`. Also says whether
 /// the server asked to close the connection.
-async fn exchange<F>(send: F, kind: Kind, timeout: Duration) -> (Ending, bool)
+async fn exchange<F>(send: F, kind: Kind, timeout: Duration, expect: Expect) -> (Ending, bool)
 where
     F: std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>>,
 {
@@ -603,12 +792,12 @@ where
             Ok(body) => body.to_bytes(),
             Err(error) => return (Ending::Truncated(error), true),
         };
-        let ending = if !status.is_success() {
-            Ending::BadStatus(status)
-        } else if body != kind.expected_body() {
-            Ending::UnexpectedBody(body)
-        } else {
-            Ending::Ok
+        let ending = match expect {
+            Expect::AnswerBelow500 if status.as_u16() < 500 => Ending::Ok,
+            Expect::AnswerBelow500 => Ending::BadStatus(status),
+            Expect::QuickstartBodies if !status.is_success() => Ending::BadStatus(status),
+            Expect::QuickstartBodies if body != kind.expected_body() => Ending::UnexpectedBody(body),
+            Expect::QuickstartBodies => Ending::Ok,
         };
         (ending, close)
     };
