@@ -454,6 +454,10 @@ impl Server {
         let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
         // Every request is tracked here, at its connection: layers must not count again.
         terminus.track_requests_at_connections();
+        // Every listener is bound (they were given bound): readiness may pass before the
+        // first connection is accepted, so that a request already waiting in a queue is
+        // answered as Serving, not Starting.
+        terminus.mark_listeners_bound();
         let mut accepting = JoinSet::new();
         for accept_loop in self.accept_loops {
             accepting.spawn(accept_loop(Arc::clone(&parts), cap.clone()));
@@ -465,7 +469,6 @@ impl Server {
             terminus.clone(),
             timeouts,
         )));
-        terminus.mark_listeners_bound();
         terminus
             .run(ServerDrain {
                 registry,

@@ -65,7 +65,7 @@ impl Builder {
     #[cfg(feature = "upgrade")]
     #[cfg_attr(docsrs, doc(cfg(feature = "upgrade")))]
     pub fn upgrade_signal(mut self, signal: Signal) -> Self {
-        self.config.upgrade.signal = signal;
+        self.config.upgrade.signal = Some(signal);
         self.config.upgrade.signal_source = Source::Code;
         self
     }
@@ -349,6 +349,10 @@ impl Builder {
         }
         let before = self.count_hooks(|stage| stage == HookStage::BeforeShutdown);
         let cleanup = self.count_hooks(|stage| stage != HookStage::BeforeShutdown);
+        #[cfg(feature = "upgrade")]
+        self.config
+            .upgrade
+            .yield_to_shutdown_signals(&self.config.signals);
         self.config.validate(before, cleanup)?;
         let mut signals = Vec::with_capacity(self.config.signals.len());
         for signal in self.config.signals.drain(..) {

@@ -35,7 +35,8 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct UpgradeSettings {
-    pub(crate) signal: Signal,
+    /// `None`: upgrades only from code (the default signal yielded to a shutdown signal).
+    pub(crate) signal: Option<Signal>,
     pub(crate) timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) signal_source: Source,
@@ -44,7 +45,7 @@ pub struct UpgradeSettings {
 impl Default for UpgradeSettings {
     fn default() -> Self {
         UpgradeSettings {
-            signal: Signal::Usr2,
+            signal: Some(Signal::Usr2),
             timeout: DEFAULT_UPGRADE_TIMEOUT,
             pid_file: None,
             signal_source: Source::Default,
@@ -53,9 +54,29 @@ impl Default for UpgradeSettings {
 }
 
 impl UpgradeSettings {
-    /// The signal that starts an upgrade. Default `SIGUSR2`.
-    pub fn signal(&self) -> Signal {
+    /// The signal that starts an upgrade: `SIGUSR2` by default, unless the shutdown
+    /// signals name it (then `None`: upgrades come only from code, as terminus's
+    /// `signals: ['SIGUSR2']` users expect SIGUSR2 to stop the process).
+    pub fn signal(&self) -> Option<Signal> {
         self.signal
+    }
+
+    /// The default upgrade signal yields to a shutdown signal of the same name (logged);
+    /// one set explicitly does not, and `validate` rejects the clash.
+    #[cfg_attr(not(feature = "upgrade"), allow(dead_code))]
+    pub(crate) fn yield_to_shutdown_signals(&mut self, shutdown_signals: &[Signal]) {
+        if self.signal_source == Source::Default
+            && self
+                .signal
+                .is_some_and(|signal| shutdown_signals.contains(&signal))
+        {
+            tracing::info!(
+                target: "terminus",
+                signal = self.signal.map_or("", |signal| signal.name()),
+                "the default upgrade signal is a shutdown signal here: upgrades only from code"
+            );
+            self.signal = None;
+        }
     }
 
     /// How long a successor has to become ready before it is killed. Default 30 s.
@@ -79,7 +100,7 @@ impl UpgradeSettings {
                 "must be greater than zero and at most 1 day",
             ));
         }
-        if shutdown_signals.contains(&self.signal) {
+        if let Some(signal) = self.signal.filter(|signal| shutdown_signals.contains(signal)) {
             let field = match self.signal_source {
                 Source::Environment => ENV_UPGRADE_SIGNAL,
                 _ => "upgrade_signal",
@@ -89,7 +110,7 @@ impl UpgradeSettings {
                 format!(
                     "{} is also a shutdown signal (TERMINUS_SIGNALS): it would start an upgrade and a \
                      shutdown at once; choose another",
-                    self.signal
+                    signal
                 ),
             ));
         }
@@ -140,7 +161,7 @@ impl UpgradeEnv {
 
     pub(crate) fn apply(&self, settings: &mut UpgradeSettings) {
         if let Some(signal) = self.signal {
-            settings.signal = signal;
+            settings.signal = Some(signal);
             settings.signal_source = Source::Environment;
         }
         if let Some(timeout) = self.timeout {
@@ -158,12 +179,20 @@ mod tests {
 
     #[test]
     fn an_upgrade_signal_that_also_shuts_down_is_an_error_naming_the_variable() {
-        let error = Terminus::builder()
+        // The default upgrade signal yields to a shutdown signal of the same name.
+        let terminus = Terminus::builder()
             .from_lookup(|name| match name {
                 "TERMINUS_SIGNALS" => Some("SIGTERM,SIGUSR2".to_owned()),
                 _ => None,
             })
             .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(terminus.config().upgrade().signal(), None);
+        // One set explicitly does not.
+        let error = Terminus::builder()
+            .signals([crate::Signal::Term, crate::Signal::Usr1])
+            .upgrade_signal(crate::Signal::Usr1)
             .build()
             .unwrap_err();
         assert_eq!(error.field(), "upgrade_signal", "{error}");
@@ -192,7 +221,7 @@ mod tests {
             .build()
             .unwrap();
         let upgrade = terminus.config().upgrade();
-        assert_eq!(upgrade.signal(), crate::Signal::Usr1);
+        assert_eq!(upgrade.signal(), Some(crate::Signal::Usr1));
         assert_eq!(upgrade.timeout(), std::time::Duration::from_secs(5));
         assert_eq!(upgrade.pid_file(), Some(std::path::Path::new("app.pid")));
 

@@ -416,8 +416,9 @@ async fn announce(terminus: &Terminus, open: watch::Sender<bool>) {
     }
 }
 
-/// Listens for the upgrade signal; `None` (logged) if it cannot be.
-fn listen(signal: terminus_core::Signal) -> Option<tokio::signal::unix::Signal> {
+/// Listens for the upgrade signal; `None` (logged) if there is none or it cannot be.
+fn listen(signal: Option<terminus_core::Signal>) -> Option<tokio::signal::unix::Signal> {
+    let signal = signal?;
     let kind = match signal {
         terminus_core::Signal::Usr2 => tokio::signal::unix::SignalKind::user_defined2(),
         terminus_core::Signal::Usr1 => tokio::signal::unix::SignalKind::user_defined1(),
