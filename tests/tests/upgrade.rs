@@ -24,6 +24,8 @@ const SERVER: &str = env!("CARGO_BIN_EXE_test-server");
 
 /// A directory with the executable the server runs from, and its PID file.
 struct Site {
+    /// The binary each upgrade installs.
+    binary: &'static str,
     dir: PathBuf,
     exe: PathBuf,
     pid_file: PathBuf,
@@ -33,12 +35,17 @@ struct Site {
 
 impl Site {
     fn new(name: &str) -> Site {
+        Site::with(name, SERVER)
+    }
+
+    fn with(name: &str, binary: &'static str) -> Site {
         // The orphaned successors come back to this process (see the module docs).
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
         let dir = terminus_tests::temp_path(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let site = Site {
+            binary,
             exe: dir.join("server"),
             pid_file: dir.join("server.pid"),
             dir,
@@ -52,7 +59,7 @@ impl Site {
     /// renamed over the old one, as a package manager or `cp` + `mv` does.
     fn install_binary(&self) {
         let staged = self.dir.join("server.new");
-        std::fs::copy(SERVER, &staged).expect("copy the server binary");
+        std::fs::copy(self.binary, &staged).expect("copy the server binary");
         std::fs::rename(&staged, &self.exe).expect("replace the executable");
         settle_writers();
     }
@@ -498,4 +505,64 @@ async fn the_service_manager_hears_each_successor_as_main_pid_then_ready() {
         !messages.iter().flatten().any(|line| line == "STOPPING=1"),
         "an old process that handed over does not say STOPPING=1: {messages:?}"
     );
+}
+
+/// A WebSocket session on the process being replaced gets its reconnect message and a
+/// 1001 Close when the successor takes over, and reconnecting reaches the successor (the
+/// `websocket-chat` example, upgraded like the quickstart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_is_told_to_move_and_reconnects_to_the_successor() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut site = Site::with("upgrade-ws", env!("CARGO_BIN_EXE_websocket-chat-server"));
+    let mut first = site.start(&[("TERMINUS_DRAIN_TIMEOUT", "10s")]);
+    let addr = first.addr();
+    let url = format!("ws://{addr}/ws");
+    let (mut session, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket handshake");
+    let old = first.pid();
+
+    let (successor, took) = site.upgrade(old).await;
+    println!("upgrade websocket successor_serving_ms={}", took.as_millis());
+    // The old process's session: the reconnect message, then a 1001 Close.
+    let mut said = Vec::new();
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = session.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(other) => said.push(other),
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the old session ends within 10 s");
+    assert!(
+        said.contains(&Message::text(websocket_chat::RECONNECT_MESSAGE)),
+        "the reconnect message: {said:?}"
+    );
+    assert_eq!(
+        close.map(|frame| frame.code),
+        Some(CloseCode::Away),
+        "a 1001 Close"
+    );
+
+    // Reconnecting reaches a process that serves: the successor (the old one is gone).
+    let (mut again, _) = tokio_tungstenite::connect_async(&url).await.expect("reconnects");
+    again.send(Message::text("hello again")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), again.next()).await;
+    assert!(matches!(echoed, Ok(Some(Ok(Message::Text(_))))), "{echoed:?}");
+    let status = first.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(0),
+        "the old process exits 0"
+    );
+    assert!(alive(successor), "the successor serves on");
+    kill(successor, "TERM");
+    assert_eq!(reap(successor, Duration::from_secs(15)).await, Some(0));
 }
