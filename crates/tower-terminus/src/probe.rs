@@ -278,7 +278,10 @@ impl ProbeRoutes {
                 let Target::Kind(kind) = route.target else {
                     return ProbeFuture::Ready(Some(self.not_found(head)));
                 };
-                let name = percent_decode(encoded);
+                // A path segment: `%XX` decoded, `+` is a plus (RFC 3986, not a form).
+                let name = percent_encoding::percent_decode_str(encoded)
+                    .decode_utf8_lossy()
+                    .into_owned();
                 let known = name == LIFECYCLE_CHECK || terminus.health().contains_kind(kind, &name);
                 if !known {
                     return ProbeFuture::Ready(Some(self.not_found(head)));
@@ -428,14 +431,15 @@ const MAX_EXCLUDES: usize = 64;
 impl Query {
     fn parse(query: &str) -> Query {
         let mut parsed = Query::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match percent_decode(key).as_str() {
+        // `%XX` and `+` decoded form style; malformed escapes are kept as they are and
+        // invalid UTF-8 replaced, so garbage decodes to garbage that matches no check.
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
                 "verbose" => parsed.verbose = true,
                 "exclude" => {
                     // kube-apiserver takes repeated `exclude`; a comma list is accepted too
                     // (check names cannot contain commas).
-                    for name in percent_decode(value).split(',') {
+                    for name in value.split(',') {
                         if !name.is_empty() && parsed.exclude.len() < MAX_EXCLUDES {
                             parsed.exclude.push(name.to_owned());
                         }
@@ -446,44 +450,6 @@ impl Query {
         }
         parsed
     }
-}
-
-/// Decodes `%XX` and `+` (as a space, form style); malformed escapes are kept as they
-/// are and invalid UTF-8 is replaced, so garbage decodes to garbage that matches no check.
-fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                    let high = (pair[0] as char).to_digit(16)?;
-                    let low = (pair[1] as char).to_digit(16)?;
-                    u8::try_from(high * 16 + low).ok()
-                });
-                match hex {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `Accept` lists `application/health+json` with a non-zero quality.
