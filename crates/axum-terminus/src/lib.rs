@@ -104,6 +104,8 @@ mod admin;
 mod bind;
 mod clock;
 mod connection;
+#[cfg(all(unix, any(feature = "systemd", feature = "upgrade")))]
+mod datagram;
 pub mod health;
 #[cfg(feature = "http-check")]
 mod http_check;

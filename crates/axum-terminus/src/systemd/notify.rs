@@ -4,13 +4,12 @@
 //! its `notify` blocks until the service manager's socket has room, and a service
 //! manager that stopped reading would then hold a runtime worker for good.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 use terminus_core::{Phase, Terminus};
-use tokio::net::UnixDatagram;
 use tokio::task::JoinHandle;
 
 /// How long a message may wait for room in the service manager's socket before it is
@@ -172,38 +171,8 @@ impl Manager {
     }
 
     async fn try_send(&self, message: &[u8]) -> io::Result<()> {
-        // A socket per message, as sd_notify(3) does: nothing is held between two.
-        let sent = connect(&self.socket)?.send(message).await?;
-        if sent < message.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram truncated"));
-        }
-        Ok(())
+        crate::datagram::send(&self.socket, message).await
     }
-}
-
-/// A non-blocking datagram socket connected to `path` (`@name`: an abstract socket).
-/// Connecting a datagram socket only names its peer: it does not wait.
-fn connect(path: &OsStr) -> io::Result<UnixDatagram> {
-    let socket = std::os::unix::net::UnixDatagram::unbound()?;
-    match abstract_name(path) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        Some(name) => {
-            #[cfg(target_os = "android")]
-            use std::os::android::net::SocketAddrExt;
-            #[cfg(target_os = "linux")]
-            use std::os::linux::net::SocketAddrExt;
-            socket.connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)?;
-        }
-        _ => socket.connect(path)?,
-    }
-    socket.set_nonblocking(true)?;
-    UnixDatagram::from_std(socket)
-}
-
-/// The name of an abstract socket (`@name` in `NOTIFY_SOCKET`), without the `@`.
-fn abstract_name(path: &OsStr) -> Option<&[u8]> {
-    use std::os::unix::ffi::OsStrExt;
-    path.as_bytes().strip_prefix(b"@")
 }
 
 #[cfg(test)]
@@ -236,7 +205,10 @@ mod tests {
         // Fill the receiver's queue: senders until a fresh one is refused at once.
         let mut fillers = Vec::new();
         for _ in 0..64 {
-            let sender = connect(path.as_os_str()).unwrap().into_std().unwrap();
+            let sender = crate::datagram::connect(path.as_os_str())
+                .unwrap()
+                .into_std()
+                .unwrap();
             let sent = (0..10_000)
                 .take_while(|_| sender.send(b"FILLER=1\n").is_ok())
                 .count();

@@ -1,16 +1,13 @@
 //! Telling others who serves: `sd_notify` datagrams (`READY=1` to the parent,
 //! `MAINPID=` to the service manager) and the PID file.
 //!
-//! The datagram send is a small copy of the `systemd` module's (that one is behind the
-//! `systemd` feature, and an upgrade needs it without): a socket per message, never
-//! blocking, bounded.
+//! The datagram send is the `systemd` notifier's (`datagram.rs`): a socket per message,
+//! never blocking, bounded here.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use tokio::net::UnixDatagram;
 
 /// How long a notification may wait for room in the receiver's socket.
 const SEND_BOUND: Duration = Duration::from_millis(500);
@@ -18,37 +15,9 @@ const SEND_BOUND: Duration = Duration::from_millis(500);
 /// Sends `message` (`KEY=value` lines) in one datagram to the socket at `path` (`@name`:
 /// an abstract socket), waiting at most [`SEND_BOUND`] for room.
 pub(crate) async fn send(path: &OsStr, message: &str) -> io::Result<()> {
-    let send = async {
-        let socket = connect(path)?;
-        let sent = socket.send(message.as_bytes()).await?;
-        if sent < message.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "datagram truncated"));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(SEND_BOUND, send)
+    tokio::time::timeout(SEND_BOUND, crate::datagram::send(path, message.as_bytes()))
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "the socket stayed full")))
-}
-
-/// A non-blocking datagram socket connected to `path`. Connecting a datagram socket
-/// only names its peer: it does not wait.
-fn connect(path: &OsStr) -> io::Result<UnixDatagram> {
-    let socket = std::os::unix::net::UnixDatagram::unbound()?;
-    use std::os::unix::ffi::OsStrExt;
-    match path.as_bytes().strip_prefix(b"@") {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        Some(name) => {
-            #[cfg(target_os = "android")]
-            use std::os::android::net::SocketAddrExt;
-            #[cfg(target_os = "linux")]
-            use std::os::linux::net::SocketAddrExt;
-            socket.connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)?;
-        }
-        _ => socket.connect(path)?,
-    }
-    socket.set_nonblocking(true)?;
-    UnixDatagram::from_std(socket)
 }
 
 /// Tells the service manager at `NOTIFY_SOCKET`, if there is one, that `pid` is the
