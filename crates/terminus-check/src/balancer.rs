@@ -26,6 +26,40 @@ impl fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
+/// Waits until every one of `addrs` (the balancer's `ports`, as its errors name them)
+/// accepts connections, for the balancer `name` just started as `child`: an error,
+/// with what it wrote to `log_file`, if it exits first or takes longer than `within`.
+/// Blocking: called at start-up, off any runtime.
+pub(crate) fn wait_until_listening(
+    (name, ports): (&str, &str),
+    child: &mut std::process::Child,
+    addrs: &[SocketAddr],
+    within: Duration,
+    log_file: &std::path::Path,
+) -> Result<(), LaunchError> {
+    let log = || std::fs::read_to_string(log_file).unwrap_or_default();
+    let deadline = std::time::Instant::now() + within;
+    while addrs
+        .iter()
+        .any(|addr| std::net::TcpStream::connect(addr).is_err())
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LaunchError::new(format!(
+                "{name} exited at startup: {status}\n{}",
+                log()
+            )));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LaunchError::new(format!(
+                "{name} did not open its {ports} within {within:?}\n{}",
+                log()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Which balancer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -13,7 +13,7 @@
 //! A third frontend serves HAProxy's statistics as CSV, which is how the tests see
 //! which servers HAProxy considers up.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,25 +153,13 @@ impl Haproxy {
             h2,
             stats,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while [h1, h2, stats]
-            .iter()
-            .any(|addr| TcpStream::connect(addr).is_err())
-        {
-            if let Ok(Some(status)) = haproxy.child.try_wait() {
-                return Err(LaunchError::new(format!(
-                    "haproxy exited at startup: {status}\n{}",
-                    haproxy.log()
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(LaunchError::new(format!(
-                    "haproxy did not open its frontends within {START_TIMEOUT:?}\n{}",
-                    haproxy.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::balancer::wait_until_listening(
+            ("haproxy", "frontends"),
+            &mut haproxy.child,
+            &[h1, h2, stats],
+            START_TIMEOUT,
+            &haproxy.dir.join("haproxy.log"),
+        )?;
         Ok(haproxy)
     }
 

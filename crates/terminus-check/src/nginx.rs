@@ -17,7 +17,7 @@
 //! HTTP/1.1 clients use one `listen`; HTTP/2 clients (prior knowledge, `h2c`) another.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,22 +94,13 @@ impl Nginx {
             h1,
             h2,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while [h1, h2].iter().any(|addr| TcpStream::connect(addr).is_err()) {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                return Err(LaunchError::new(format!(
-                    "nginx exited at startup: {status}\n{}",
-                    nginx.log()
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(LaunchError::new(format!(
-                    "nginx did not open its ports within {START_TIMEOUT:?}\n{}",
-                    nginx.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::balancer::wait_until_listening(
+            ("nginx", "ports"),
+            &mut nginx.child,
+            &[h1, h2],
+            START_TIMEOUT,
+            &nginx.dir.join("error.log"),
+        )?;
         Ok(nginx)
     }
 
