@@ -103,6 +103,15 @@ impl Env {
                 .map(|value| bounded_duration(name, &value))
                 .transpose()
         };
+        // A timeout that `0` turns off: `Some(None)`.
+        let switchable = |name: &'static str| -> Result<Option<Option<Duration>>, ConfigError> {
+            lookup(name)
+                .map(|value| match value.trim() {
+                    "0" => Ok(None),
+                    _ => bounded_duration(name, &value).map(Some),
+                })
+                .transpose()
+        };
         let mut unknown: Vec<String> = names
             .into_iter()
             .filter(|name| name.starts_with("TERMINUS_") && !VARIABLES.contains(&name.as_str()))
@@ -115,22 +124,12 @@ impl Env {
             cleanup_timeout: duration(ENV_CLEANUP_TIMEOUT)?,
             grace_period: duration(ENV_GRACE_PERIOD)?,
             signals: lookup(ENV_SIGNALS).map(|list| parse_signals(&list)).transpose()?,
-            header_read_timeout: lookup(ENV_HEADER_READ_TIMEOUT)
-                .map(|value| match value.trim() {
-                    "0" => Ok(None),
-                    _ => bounded_duration(ENV_HEADER_READ_TIMEOUT, &value).map(Some),
-                })
-                .transpose()?,
+            header_read_timeout: switchable(ENV_HEADER_READ_TIMEOUT)?,
             idle_close_timeout: duration(ENV_IDLE_CLOSE_TIMEOUT)?,
             max_connections: lookup(ENV_MAX_CONNECTIONS)
                 .map(|value| parse_connections(&value))
                 .transpose()?,
-            keep_alive_timeout: lookup(ENV_KEEP_ALIVE_TIMEOUT)
-                .map(|value| match value.trim() {
-                    "0" => Ok(None),
-                    _ => bounded_duration(ENV_KEEP_ALIVE_TIMEOUT, &value).map(Some),
-                })
-                .transpose()?,
+            keep_alive_timeout: switchable(ENV_KEEP_ALIVE_TIMEOUT)?,
             max_connection_age: duration(ENV_MAX_CONNECTION_AGE)?,
             max_connection_age_grace: duration(ENV_MAX_CONNECTION_AGE_GRACE)?,
             max_requests_per_connection: lookup(ENV_MAX_REQUESTS_PER_CONNECTION)

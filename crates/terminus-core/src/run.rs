@@ -363,6 +363,18 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// A hook that appends `name` to `log` each time it runs.
+    fn recorder(
+        log: &Arc<Mutex<Vec<&'static str>>>,
+        name: &'static str,
+    ) -> impl Fn() -> std::future::Ready<Result<(), crate::BoxError>> + Send + Sync + 'static {
+        let log = Arc::clone(log);
+        move || {
+            log.lock().unwrap().push(name);
+            std::future::ready(Ok(()))
+        }
+    }
+
     fn serving(builder: crate::Builder) -> Terminus {
         let terminus = builder.build().expect("valid config");
         terminus.mark_listeners_bound();
@@ -434,16 +446,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hooks_run_in_stage_order_and_a_hanging_one_is_bounded() {
         let order = Arc::new(Mutex::new(Vec::new()));
-        let record = |name: &'static str| {
-            let order = Arc::clone(&order);
-            move || {
-                let order = Arc::clone(&order);
-                async move {
-                    order.lock().unwrap().push(name);
-                    Ok(())
-                }
-            }
-        };
+        let record = |name| recorder(&order, name);
         let terminus = serving(
             Terminus::builder()
                 .drain_delay(Duration::ZERO)
@@ -748,16 +751,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_run_dropped_during_the_shutdown_is_resumed_without_repeating_hooks() {
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let record = |name: &'static str| {
-            let calls = Arc::clone(&calls);
-            move || {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.lock().unwrap().push(name);
-                    Ok(())
-                }
-            }
-        };
+        let record = |name| recorder(&calls, name);
         let terminus = serving(
             Terminus::builder()
                 .drain_delay(Duration::from_secs(5))
