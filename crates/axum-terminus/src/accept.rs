@@ -8,16 +8,17 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
-use terminus_core::Phase;
+use terminus_core::{BoxError, Phase};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::clock::Clock;
-use crate::connection::{Connection, Limits, Registry};
+use crate::connection::{Connection, Limits};
+use crate::drain::Registry;
 use crate::io::ConnectionIo;
-use crate::listener::{self, TerminusListener, MAX_TAKEN_AT_CLOSING};
-use crate::serve::BoxError;
-use crate::serve_connection::{serve_connection, Settings, Transport};
+use crate::listener::{self, TerminusListener};
+use crate::serve_connection::{serve_connection, Transport};
+use crate::settings::Settings;
 
 /// What every accept loop of a server shares.
 pub(crate) struct ServerParts {
@@ -41,8 +42,8 @@ pub(crate) enum Role {
     Admin,
 }
 
-/// Accepts connections and serves each on its own task, until Closing; then takes in
-/// what the kernel already accepted, and closes the listener.
+/// Accepts connections and serves each on its own task, until Closing; then closes the
+/// listener (`drain::close_listener`).
 pub(crate) async fn accept_loop<L, S, B>(
     mut listener: L,
     service: S,
@@ -88,26 +89,9 @@ pub(crate) async fn accept_loop<L, S, B>(
         };
         spawn::<L, S, B>(io, addr, permit, admin, &name, &service, &transport, &server);
     }
-    // Connections the kernel completed while the listener was open reached the server:
-    // serve them. Closing the listener then makes the kernel refuse new ones, a clean
-    // error that balancers retry, instead of resetting them after accepting. (A socket
-    // systemd passed stays open after this process: its queue is the next process's.)
-    let handed_over = matches!(
-        server.settings.terminus.shutdown_reason(),
-        Some(terminus_core::ShutdownReason::Upgrade { .. })
-    );
-    // After an upgrade, the queue is the successor's: it accepts from the same socket.
-    let taken = if listener.leaves_queue_to_next_process() || handed_over {
-        Vec::new()
-    } else {
-        listener.take_accepted(MAX_TAKEN_AT_CLOSING)
-    };
-    let count = taken.len();
-    for (io, addr) in taken {
+    crate::drain::close_listener(listener, &name, &server.settings.terminus, |io, addr| {
         spawn::<L, S, B>(io, addr, None, admin, &name, &service, &transport, &server);
-    }
-    drop(listener);
-    tracing::info!(target: "terminus", listener = %name, taken_at_close = count, "listener closed");
+    });
 }
 
 #[allow(clippy::too_many_arguments)] // one call site per listener event; a struct would only rename them

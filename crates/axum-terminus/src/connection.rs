@@ -1,4 +1,4 @@
-//! One connection's shared state, and the registry of every open connection.
+//! One connection's shared state.
 //!
 //! A connection is served by one task (see `serve_connection.rs`). Others need to
 //! reach it: the registry when the phase changes or the drain deadline passes, a
@@ -7,23 +7,16 @@
 //! request head arriving, an upgrade) and wakes its task. The task then reads the
 //! phase from the `Terminus` and decides; nothing here keeps a copy of the phase.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 
 use crate::clock::{Clock, Tick};
 use crate::listener::Peer;
-
-/// Locks data that stays consistent even if a holder panicked: every critical
-/// section is one insert, remove or read.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::lock;
 
 /// The wire protocol, known from the first bytes (the HTTP/2 preface) or from the
 /// server's configuration.
@@ -206,9 +199,8 @@ impl Connection {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// A request head arrived and the application is called. `closing`: the server is
-    /// Closing, so the task must decide whether this request is the connection's last.
-    pub(crate) fn request_started(&self, upgrade: bool, closing: bool) {
+    /// A request head arrived and the application is called.
+    pub(crate) fn request_started(&self, upgrade: bool) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_since.store(Tick::NONE.0, Ordering::Release);
         if upgrade {
@@ -217,9 +209,11 @@ impl Connection {
         // One relaxed add: only this connection's task counts its requests.
         if self.requests.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_requests {
             self.retire(Retire::MaxRequests);
-        } else if closing || self.has(Flags::RETIRE) {
-            // Closing, or retiring (a request read once more after the keep-alive
-            // timeout or the maximum age): this request is the connection's last.
+        } else if self.has(Flags::CLOSING_READ | Flags::RETIRE) {
+            // Closing (every connection has CLOSING_READ from then on: `close_all`, or
+            // set when it is accepted), or retiring (a request read once more after the
+            // keep-alive timeout or the maximum age): the task must decide whether this
+            // request is the connection's last. The flags, not the phase: one load.
             self.notify();
         }
     }
@@ -357,6 +351,16 @@ impl Connection {
             || (flags & Flags::UPGRADE_REQUESTED != 0 && self.protocol() == Protocol::Http2)
     }
 
+    /// The protocol as the cut report names it: `upgraded` once the session outlived
+    /// the task that served HTTP.
+    pub(crate) fn protocol_in_report(&self) -> &'static str {
+        if self.has(Flags::TASK_DONE) {
+            "upgraded"
+        } else {
+            self.protocol().as_str()
+        }
+    }
+
     pub(crate) fn task_finished(&self) {
         self.set(Flags::TASK_DONE);
     }
@@ -433,7 +437,7 @@ impl Connection {
     /// Cuts the connection: the task is aborted, and the socket fails every read and
     /// write from now on (which is what reaches a socket an upgrade handed to another
     /// task).
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.set(Flags::CUT);
         for parked in &self.parked {
             parked.wake();
@@ -477,142 +481,5 @@ impl Attention {
             self.registered = Some(waker.clone());
         }
         connection.take_attention()
-    }
-}
-
-/// Every open connection of a server, across all its listeners.
-#[derive(Default)]
-pub(crate) struct Registry {
-    next_id: AtomicU64,
-    /// In the order they were accepted, which is the order Closing wakes them in: with
-    /// 10,000 idle connections, closing in hash order (freeing memory all over the heap)
-    /// took a fifth longer than closing in the order the memory was allocated.
-    connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
-    empty: Notify,
-}
-
-impl Registry {
-    /// Registers `connection` until the returned value is dropped (with the socket).
-    pub(crate) fn register(
-        self: &Arc<Self>,
-        connection: Arc<Connection>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Registered {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.connections).insert(id, connection);
-        crate::metrics::connection_opened();
-        Registered {
-            registry: Arc::clone(self),
-            id,
-            _permit: permit,
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.connections).len()
-    }
-
-    fn snapshot(&self) -> Vec<Arc<Connection>> {
-        lock(&self.connections).values().cloned().collect()
-    }
-
-    /// Draining: asks every HTTP/2 connection's task to look at the phase (and send
-    /// GOAWAY). HTTP/1 connections serve on as before, so waking them would only cost a
-    /// pass over every idle connection. A connection that starts speaking HTTP/2 after
-    /// this is served like one accepted while draining: its client still sends here,
-    /// and it is told to finish at Closing.
-    pub(crate) fn notify_http2(&self) {
-        for connection in lock(&self.connections).values() {
-            if connection.protocol() == Protocol::Http2 {
-                connection.notify();
-            }
-        }
-    }
-
-    /// Closing: every connection finishes what it is doing and closes; an idle one
-    /// reads once more, bypassing the reactor (see `ConnectionIo`).
-    pub(crate) fn close_all(&self) {
-        for connection in lock(&self.connections).values() {
-            connection.close_when_empty();
-            connection.notify();
-        }
-    }
-
-    /// Calls `f` with every connection (for the clock's sweep).
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Connection)) {
-        for connection in lock(&self.connections).values() {
-            f(connection);
-        }
-    }
-
-    /// Resolves once no connection is open.
-    pub(crate) async fn closed(&self) {
-        loop {
-            let notified = self.empty.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.len() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// The deadline passed: cuts every connection with a request or an upgraded session
-    /// in flight, with one `warn` event each, and closes the idle rest. Returns how many
-    /// were cut.
-    pub(crate) fn force_close(&self) -> usize {
-        let now = self.snapshot();
-        let mut cut = 0;
-        for connection in &now {
-            let age_ms = connection.clock.age(connection.accepted).as_millis() as u64;
-            if !connection.is_busy() {
-                // Nothing in flight (at most half a request head): not a cut.
-                tracing::info!(
-                    target: "terminus",
-                    peer = %connection.peer,
-                    protocol = connection.protocol().as_str(),
-                    age_ms,
-                    "idle connection closed at the drain deadline"
-                );
-            } else {
-                cut += 1;
-                let protocol = if connection.has(Flags::TASK_DONE) {
-                    "upgraded"
-                } else {
-                    connection.protocol().as_str()
-                };
-                tracing::warn!(
-                    target: "terminus",
-                    peer = %connection.peer,
-                    protocol,
-                    age_ms,
-                    requests_in_flight = connection.in_flight(),
-                    "connection cut at the drain deadline"
-                );
-            }
-            connection.cut();
-        }
-        crate::metrics::connections_cut(cut);
-        cut
-    }
-}
-
-/// Removes the connection from the registry (and frees its place under the server's
-/// connection cap) when its socket is dropped.
-pub(crate) struct Registered {
-    registry: Arc<Registry>,
-    id: u64,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        crate::metrics::connection_closed();
-        let mut connections = lock(&self.registry.connections);
-        connections.remove(&self.id);
-        if connections.is_empty() {
-            self.registry.empty.notify_waiters();
-        }
     }
 }

@@ -10,7 +10,8 @@ use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connection::{Connection, Protocol, Registered};
+use crate::connection::{Connection, Protocol};
+use crate::drain::Registered;
 use crate::listener::TerminusListener;
 
 pin_project! {

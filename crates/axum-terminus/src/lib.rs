@@ -99,6 +99,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+/// Locks data that stays consistent even if a holder panicked: every critical section
+/// that uses it is one insert, remove, take or read.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 mod accept;
 mod admin;
 mod bind;
@@ -106,6 +112,7 @@ mod clock;
 mod connection;
 #[cfg(all(unix, any(feature = "systemd", feature = "upgrade")))]
 mod datagram;
+mod drain;
 pub mod health;
 #[cfg(feature = "http-check")]
 mod http_check;
@@ -114,12 +121,14 @@ mod listener;
 mod metrics;
 mod serve;
 mod serve_connection;
+mod settings;
 mod shutdown_signal;
 pub mod sse;
 pub mod stream;
 #[cfg(all(feature = "systemd", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
 pub mod systemd;
+mod timeouts;
 #[cfg(feature = "tls-rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-rustls")))]
 pub mod tls;

@@ -14,16 +14,19 @@ use http::{Request, Response};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use terminus_core::server::ServerExt;
-use terminus_core::{ConfigError, Drain, Outcome, Terminus};
+use terminus_core::{ConfigError, Outcome, Terminus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
 use crate::accept::{accept_loop, Role, ServerParts};
-use crate::clock::{self, Clock, Timeouts};
-use crate::connection::{Limits, Registry};
+use crate::clock::Clock;
+use crate::connection::Limits;
+use crate::drain::{Registry, ServerDrain};
 use crate::listener::TerminusListener;
-use crate::serve_connection::{Settings, Transport, Versions};
+use crate::serve_connection::Transport;
+use crate::settings::{Settings, Versions};
+use crate::timeouts::{self, Timeouts};
 
 /// The error type of response bodies (the same as the hooks').
 pub use terminus_core::BoxError;
@@ -463,7 +466,7 @@ impl Server {
             accepting.spawn(accept_loop(Arc::clone(&parts), cap.clone()));
         }
         // Aborted when `run` returns, or when its future is dropped before that.
-        let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(clock::sweep(
+        let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timeouts::sweep(
             clock,
             Arc::clone(&registry),
             terminus.clone(),
@@ -477,42 +480,5 @@ impl Server {
                 upgrade,
             })
             .await
-    }
-}
-
-/// How the lifecycle reaches this server's listeners and connections. The accept loops
-/// and connections read the phase from the `Terminus` themselves; this only tells them
-/// to look, and cuts at the deadline.
-struct ServerDrain {
-    registry: Arc<Registry>,
-    accepting: JoinSet<()>,
-    #[cfg(all(feature = "upgrade", unix))]
-    upgrade: crate::upgrade::Running,
-}
-
-impl Drain for ServerDrain {
-    fn start_draining(&mut self) {
-        // Before Closing: the sockets' copies closed, a successor on trial killed.
-        #[cfg(all(feature = "upgrade", unix))]
-        self.upgrade.stop();
-        // HTTP/2 connections send GOAWAY.
-        self.registry.notify_http2();
-    }
-
-    fn close(&mut self) {
-        // The accept loops saw the phase and close their listeners; connections finish.
-        self.registry.close_all();
-    }
-
-    async fn closed(&mut self) {
-        // The listeners must be gone too, not only the connections. Both are kept in
-        // `self`, so dropping this future at the deadline loses nothing.
-        while self.accepting.join_next().await.is_some() {}
-        self.registry.closed().await;
-    }
-
-    fn force_close(&mut self) -> usize {
-        self.accepting.abort_all();
-        self.registry.force_close()
     }
 }

@@ -22,44 +22,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use terminus_core::server::ProbeMatcher;
-use terminus_core::{Phase, Terminus};
+use hyper_util::rt::TokioIo;
+use terminus_core::{BoxError, Phase, Terminus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
 use crate::connection::{Attention, Connection, Protocol};
 use crate::io::ConnectionIo;
-use crate::serve::BoxError;
+use crate::settings::{Settings, Versions};
 use crate::tracking::TrackedService;
-
-/// Which HTTP versions a server speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Versions {
-    /// Both, told apart by the HTTP/2 preface.
-    #[default]
-    Both,
-    Http1Only,
-    Http2Only,
-}
-
-/// What every connection of a server shares.
-pub(crate) struct Settings {
-    pub(crate) terminus: Terminus,
-    pub(crate) http1: http1::Builder,
-    pub(crate) http2: http2::Builder<TokioExecutor>,
-    pub(crate) versions: Versions,
-    pub(crate) connect_info: bool,
-    /// How the probe layers recognise probes (see `ServerExt::add_probe_matcher`).
-    pub(crate) probes: Vec<Arc<dyn ProbeMatcher>>,
-}
-
-impl Settings {
-    /// Whether a request for `path` is a probe, answered by a layer.
-    pub(crate) fn is_probe(&self, path: &str) -> bool {
-        self.probes.iter().any(|probes| probes.is_probe(path))
-    }
-}
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -194,7 +165,10 @@ where
     Some(protocol)
 }
 
-/// A hyper connection that can be asked to finish gracefully.
+/// A hyper connection that can be asked to finish gracefully. hyper-util's
+/// `server::graceful::GracefulConnection` is the same trait, but it is implemented for
+/// `http1::Connection` only, not for the `UpgradeableConnection` that WebSockets need
+/// (hyper-util 0.1.21), and it is sealed: hence these few lines of our own.
 trait GracefulConnection: Future<Output = Result<(), hyper::Error>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }

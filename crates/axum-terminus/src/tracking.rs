@@ -23,14 +23,14 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use terminus_core::server::ServerExt;
-use terminus_core::{DescribeRequest, Phase, RequestGuard};
+use terminus_core::{DescribeRequest, RequestGuard};
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::clock::Tick;
 use crate::connection::Connection;
-use crate::serve_connection::Settings;
+use crate::settings::Settings;
 
 /// The application, wrapped for one connection.
 #[derive(Clone)]
@@ -77,8 +77,7 @@ where
         // A probe is no request of the application's: the layer answers it in
         // microseconds, and it is never counted in flight, drained or cut.
         let held = (!self.settings.is_probe(request.uri().path())).then(|| {
-            let closing = self.settings.terminus.phase() >= Phase::Closing;
-            let served = ServedRequest::new(&self.connection, &request, upgrade, closing);
+            let served = ServedRequest::new(&self.connection, &request, upgrade);
             // Boxed: the response body stays small enough to be moved without a memcpy
             // call, which hyper does several times per response (measured: cheaper than
             // the allocation).
@@ -126,13 +125,8 @@ pub(crate) struct ServedRequest {
 }
 
 impl ServedRequest {
-    fn new<B>(
-        connection: &Arc<Connection>,
-        request: &Request<B>,
-        upgrade: bool,
-        closing: bool,
-    ) -> ServedRequest {
-        connection.request_started(upgrade, closing);
+    fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
+        connection.request_started(upgrade);
         ServedRequest {
             connection: Arc::clone(connection),
             method: request.method().clone(),

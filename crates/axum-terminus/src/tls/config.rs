@@ -10,7 +10,7 @@ use rustls::ServerConfig;
 use super::certificate::{self, Pem, Swappable};
 use super::handshake::Acceptor;
 use super::TlsError;
-use crate::serve_connection::Versions;
+use crate::settings::Versions;
 
 /// What a TLS listener needs: certificates, protocol versions, ciphers. Give it to
 /// [`Server::tls_listener`](crate::Server::tls_listener).

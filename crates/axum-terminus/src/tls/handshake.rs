@@ -25,7 +25,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::connection::{Attention, Connection, Protocol};
 use crate::io::ConnectionIo;
-use crate::serve_connection::Versions;
+use crate::settings::Versions;
 
 /// A listener's TLS handshake, with the ALPN list of the server's HTTP versions.
 #[derive(Clone)]

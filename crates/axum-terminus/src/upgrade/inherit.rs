@@ -90,7 +90,7 @@ impl Inherited {
     /// or, for port 0 (any free port), the first one left on the same IP address (the
     /// parent's free port, which the successor must keep).
     pub(crate) fn take_tcp(&self, addresses: &[SocketAddr]) -> Option<tokio::net::TcpListener> {
-        let mut sockets = crate::upgrade::lock(&self.sockets);
+        let mut sockets = crate::lock(&self.sockets);
         let position = addresses.iter().find_map(|wanted| {
             sockets.iter().position(|socket| match socket {
                 Socket::Tcp(listener) => listener
@@ -110,7 +110,7 @@ impl Inherited {
 
     /// Takes the inherited Unix listener bound to `path`.
     pub(crate) fn take_unix(&self, path: &Path) -> Option<tokio::net::UnixListener> {
-        let mut sockets = crate::upgrade::lock(&self.sockets);
+        let mut sockets = crate::lock(&self.sockets);
         let position = sockets.iter().position(|socket| match socket {
             Socket::Unix(listener) => listener
                 .local_addr()
@@ -131,7 +131,7 @@ impl Inherited {
     /// Closes the sockets no `bind` took (the new version listens elsewhere): kept
     /// open, they would queue connections that nobody accepts.
     pub(crate) fn close_unclaimed(&self) {
-        let unclaimed = std::mem::take(&mut *crate::upgrade::lock(&self.sockets));
+        let unclaimed = std::mem::take(&mut *crate::lock(&self.sockets));
         for socket in unclaimed {
             let address = match &socket {
                 Socket::Tcp(listener) => listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

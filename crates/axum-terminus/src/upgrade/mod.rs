@@ -67,6 +67,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::{self, TerminusListener};
+use crate::lock;
 
 pub(crate) use inherit::inherited;
 
@@ -464,10 +465,4 @@ async fn finish(attempt: &mut Option<(Attempt, Option<Answer>)>) -> Result<u32, 
         Some((future, _)) => future.await,
         None => std::future::pending().await,
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
-/// section here is one take, insert or remove).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -168,7 +168,7 @@ struct Trial {
 
 impl Trial {
     fn new(state: Arc<State>, pid: u32, child: Child) -> Trial {
-        *super::lock(&state.on_trial) = Some(pid);
+        *crate::lock(&state.on_trial) = Some(pid);
         Trial {
             state,
             pid,
@@ -179,7 +179,7 @@ impl Trial {
 
     fn passed(&mut self) {
         self.passed = true;
-        *super::lock(&self.state.on_trial) = None;
+        *crate::lock(&self.state.on_trial) = None;
     }
 
     /// Kills the successor's process group and reaps the successor.
@@ -194,7 +194,7 @@ impl Trial {
             }
         }
         self.passed = true; // done: nothing left for drop to kill
-        *super::lock(&self.state.on_trial) = None;
+        *crate::lock(&self.state.on_trial) = None;
     }
 }
 
@@ -202,7 +202,7 @@ impl Drop for Trial {
     fn drop(&mut self) {
         if !self.passed {
             kill_group(self.pid);
-            *super::lock(&self.state.on_trial) = None;
+            *crate::lock(&self.state.on_trial) = None;
         }
     }
 }

@@ -1,0 +1,37 @@
+//! What every connection of a server shares: the `Terminus`, hyper's builders, the
+//! HTTP versions spoken, and how probes are recognised.
+
+use std::sync::Arc;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
+use terminus_core::server::ProbeMatcher;
+use terminus_core::Terminus;
+
+/// Which HTTP versions a server speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// Both, told apart by the HTTP/2 preface.
+    #[default]
+    Both,
+    Http1Only,
+    Http2Only,
+}
+
+/// What every connection of a server shares.
+pub(crate) struct Settings {
+    pub(crate) terminus: Terminus,
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+    pub(crate) versions: Versions,
+    pub(crate) connect_info: bool,
+    /// How the probe layers recognise probes (see `ServerExt::add_probe_matcher`).
+    pub(crate) probes: Vec<Arc<dyn ProbeMatcher>>,
+}
+
+impl Settings {
+    /// Whether a request for `path` is a probe, answered by a layer.
+    pub(crate) fn is_probe(&self, path: &str) -> bool {
+        self.probes.iter().any(|probes| probes.is_probe(path))
+    }
+}
