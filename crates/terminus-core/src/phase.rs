@@ -151,7 +151,11 @@ impl PhaseCell {
             since_start_ms = self.created.elapsed().as_millis() as u64,
             "phase changed"
         );
-        crate::metrics::phase_changed(previous, next, Duration::from_millis(in_previous_ms));
+        crate::metrics::phase_changed(
+            previous.as_str(),
+            next.as_str(),
+            Duration::from_millis(in_previous_ms),
+        );
         self.changes.send_replace(next);
         if next.is_shutting_down() {
             self.draining.cancel();

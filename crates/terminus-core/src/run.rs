@@ -359,7 +359,6 @@ mod tests {
     use super::*;
     use crate::hooks::HookStatus;
     use crate::outcome::ShutdownReason;
-    use crate::server::ServerExt;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 

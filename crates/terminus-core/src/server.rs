@@ -69,7 +69,7 @@ impl ServerExt for Terminus {
     }
 
     fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
-        self.inner.requests.track(request)
+        Terminus::track_request(self, request)
     }
 
     fn track_requests_at_connections(&self) {

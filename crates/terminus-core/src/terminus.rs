@@ -17,7 +17,7 @@ use crate::hooks::Hook;
 use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
-use crate::requests::Requests;
+use crate::requests::{DescribeRequest, RequestGuard, Requests};
 use crate::signal::{self, Signal};
 use crate::tasks::TrackedTasks;
 
@@ -338,6 +338,11 @@ impl Terminus {
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.requests.in_flight()
+    }
+
+    /// See [`ServerExt::track_request`](crate::server::ServerExt::track_request).
+    pub(crate) fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
+        self.inner.requests.track(request)
     }
 
     /// Spawns work that Closing waits for (a queue consumer finishing its batch, a

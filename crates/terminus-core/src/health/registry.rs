@@ -489,7 +489,13 @@ impl Entry {
             }
         };
         let duration = started.elapsed();
-        crate::metrics::check_ran(&self.check.name, duration, result.as_ref().err());
+        let label = match &result {
+            Ok(_) => "pass",
+            Err(error) if error.is_timeout() => "timeout",
+            Err(error) if error.is_panic() => "panic",
+            Err(_) => "fail",
+        };
+        crate::metrics::check_ran(&self.check.name, duration, label);
         let finished = Instant::now();
         let tolerated = {
             let mut slot = lock(&self.slot);
