@@ -4,11 +4,12 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ExitCodePolicy, Source};
+use crate::config::{Config, ExitCodePolicy};
 use crate::env::{closest_known, Env};
 use crate::health::{Check, HealthRegistry};
 use crate::hooks::{BoxError, Hook, HookStage};
 use crate::phase::PhaseCell;
+use crate::setting::{ConfigError, Source};
 use crate::signal::Signal;
 use crate::terminus::Terminus;
 

@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
 use crate::health::check::{Check, CheckContext, CheckKind, CheckResult};
 use crate::health::error::CheckError;
 use crate::health::report::{CheckReport, Gate, HealthStatus, Report};
 use crate::health::request::{LifecycleState, ProbeRequest, Selection, LIFECYCLE_CHECK};
 use crate::lock;
 use crate::phase::Phase;
+use crate::setting::ConfigError;
 
 /// The named checks of one server, and the machinery that runs them.
 ///
