@@ -32,6 +32,14 @@ impl DescribeRequest for () {
     }
 }
 
+/// Recognises the requests a middleware answers as probes, which are never counted as
+/// requests in flight, drained or cut; see
+/// [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
+pub trait ProbeMatcher: Send + Sync + 'static {
+    /// Whether a request for `path` (without its query) is a probe.
+    fn is_probe(&self, path: &str) -> bool;
+}
+
 /// Counts requests in flight, and those drained and cut since the shutdown began.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {

@@ -17,7 +17,7 @@ use crate::hooks::Hook;
 use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
-use crate::requests::{DescribeRequest, RequestGuard, Requests};
+use crate::requests::{DescribeRequest, ProbeMatcher, RequestGuard, Requests};
 use crate::signal::{self, Signal};
 use crate::tasks::TrackedTasks;
 
@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     pub(crate) outcome: OnceLock<Outcome>,
     pub(crate) health: HealthRegistry,
     /// How the probe middleware recognises probes, for servers that track requests.
-    pub(crate) probe_matchers: Mutex<Vec<Arc<dyn crate::server::ProbeMatcher>>>,
+    probe_matchers: Mutex<Vec<Arc<dyn ProbeMatcher>>>,
 }
 
 /// What Serving waits for.
@@ -285,6 +285,24 @@ impl Terminus {
         report
     }
 
+    /// See [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    pub(crate) fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {
+        // Only `probe` may mark startup as done.
+        if request.probe_kind() == Some(CheckKind::Startup) {
+            return None;
+        }
+        self.inner.health.try_cached(request, self.lifecycle_state())
+    }
+
+    /// See [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
+    pub(crate) fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>) {
+        lock(&self.inner.probe_matchers).push(matcher);
+    }
+
+    pub(crate) fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
+        lock(&self.inner.probe_matchers).clone()
+    }
+
     pub(crate) fn lifecycle_state(&self) -> LifecycleState {
         LifecycleState {
             phase: self.phase(),
@@ -343,6 +361,14 @@ impl Terminus {
     /// See [`ServerExt::track_request`](crate::server::ServerExt::track_request).
     pub(crate) fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
         self.inner.requests.track(request)
+    }
+
+    pub(crate) fn track_requests_at_connections(&self) {
+        self.inner.requests.claim_for_server();
+    }
+
+    pub(crate) fn requests_tracked_by_server(&self) -> bool {
+        self.inner.requests.tracked_by_server()
     }
 
     /// Spawns work that Closing waits for (a queue consumer finishing its batch, a
