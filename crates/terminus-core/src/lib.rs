@@ -31,7 +31,7 @@
 //! - `metrics`: the lifecycle's facts through the `metrics` facade; see [`metrics`].
 //!
 //! Where to start reading: [`Terminus`] (the handle), [`Builder`] (the settings),
-//! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
+//! [`Terminus::run`] (whose steps, one per phase, are in `run.rs`), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -18,6 +18,7 @@ use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
 use crate::requests::{DescribeRequest, ProbeMatcher, RequestGuard, Requests};
+use crate::run::{Drain, Lifecycle, Progress, Shutdown};
 use crate::signal::{self, Signal};
 use crate::tasks::TrackedTasks;
 
@@ -48,32 +49,32 @@ use crate::tasks::TrackedTasks;
 /// ```
 #[derive(Clone)]
 pub struct Terminus {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) hooks: Vec<Hook>,
-    pub(crate) phase: PhaseCell,
+struct Inner {
+    config: Config,
+    hooks: Vec<Hook>,
+    phase: PhaseCell,
     /// The first reason a shutdown was asked for; `None` until then.
     reason: Mutex<Option<ShutdownReason>>,
     /// Fires when a second signal (or `force()`) asks to skip the rest.
-    pub(crate) force: CancellationToken,
+    force: CancellationToken,
     fatal: OnceLock<String>,
     startup: Startup,
     signals_installed: AtomicBool,
     /// A signal was received: the next one is a second signal.
     signaled: AtomicBool,
-    pub(crate) requests: Arc<Requests>,
-    pub(crate) tasks: Arc<TrackedTasks>,
+    requests: Arc<Requests>,
+    tasks: Arc<TrackedTasks>,
     /// Readiness fails while set (see `set_maintenance`). Acquire/Release pair the
     /// switch with the probes that read it; nothing else is published with it.
     maintenance: AtomicBool,
     /// The shutdown's progress, locked by the `run` that drives it (see `run.rs`).
-    pub(crate) progress: tokio::sync::Mutex<crate::run::Progress>,
+    progress: tokio::sync::Mutex<Progress>,
     /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
-    pub(crate) outcome: OnceLock<Outcome>,
-    pub(crate) health: HealthRegistry,
+    outcome: OnceLock<Outcome>,
+    health: HealthRegistry,
     /// How the probe middleware recognises probes, for servers that track requests.
     probe_matchers: Mutex<Vec<Arc<dyn ProbeMatcher>>>,
 }
@@ -419,6 +420,54 @@ impl Terminus {
         });
     }
 
+    /// Waits for a shutdown to start (signal, [`shutdown`](Self::shutdown), fatal error),
+    /// then drives it to the end and returns what happened:
+    ///
+    /// 1. **Draining** for `drain_delay`, running `before_shutdown` hooks meanwhile;
+    /// 2. **Closing**: `drain.close()`, then wait for zero requests in flight, zero
+    ///    tracked tasks and `drain.closed()`, at most `drain_timeout`; then cut the rest;
+    /// 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within
+    ///    `cleanup_timeout`;
+    /// 4. **Stopped**: the [`Outcome`] is published, then the phase changes.
+    ///
+    /// A second signal (or [`force`](Self::force)) at any point cuts everything at once
+    /// and skips the remaining hooks. `run` installs the signal handlers (see
+    /// [`listen_for_signals`](Self::listen_for_signals)) and starts the background
+    /// health checks. It drives one shutdown: a concurrent call waits for the first to
+    /// finish and returns the same outcome, and a later call returns it at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the `Terminus` usable, whatever await it was at.
+    /// Before a shutdown starts, nothing has happened: a later `run` waits for it as
+    /// this one would have. During a shutdown, the steps stop where they are (a hook
+    /// then running is aborted) and what was done is kept: a later (or an already
+    /// waiting) `run` goes on from there, with the remaining drain delay and drain
+    /// timeout, without repeating a finished hook, and with its own `drain` (the
+    /// dropped one's connections went with it). Until some `run` finishes,
+    /// [`outcome`](Self::outcome) waits.
+    pub async fn run(&self, drain: impl Drain) -> Outcome {
+        // Held until this future ends or is dropped: one driver at a time, and a
+        // waiting `run` takes over from a dropped one.
+        let mut progress = self.inner.progress.lock().await;
+        if let Some(outcome) = self.inner.outcome.get() {
+            return outcome.clone();
+        }
+        if progress.first_announcement() {
+            self.inner.config.log_effective();
+        }
+        self.listen_for_signals();
+        self.inner.health.start_background();
+        self.token().cancelled().await;
+
+        let reason = self
+            .shutdown_reason()
+            .unwrap_or_else(|| ShutdownReason::from("unknown"));
+        Shutdown::new(self.inner.lifecycle(), reason, drain, &mut progress)
+            .run()
+            .await
+    }
+
     /// Waits until the shutdown is complete and returns its [`Outcome`]: the same one
     /// [`run`](Terminus::run) returned. For code that did not call `run` itself, such
     /// as an `axum::serve` task that only awaited `shutdown_signal`.
@@ -448,8 +497,22 @@ fn unreachable_outcome() -> Outcome {
 }
 
 impl Inner {
+    /// The parts of this `Terminus` a shutdown uses (see `run.rs`).
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            config: &self.config,
+            hooks: &self.hooks,
+            phase: &self.phase,
+            force: &self.force,
+            requests: &self.requests,
+            tasks: &self.tasks,
+            fatal: &self.fatal,
+            outcome: &self.outcome,
+        }
+    }
+
     #[cfg(test)]
-    pub(crate) fn signals_installed(&self) -> bool {
+    fn signals_installed(&self) -> bool {
         self.signals_installed.load(Ordering::Acquire)
     }
 
@@ -554,5 +617,17 @@ mod tests {
         patient.inner.on_signal(Signal::Term);
         patient.inner.on_signal(Signal::Term);
         assert!(!patient.inner.force.is_cancelled());
+    }
+
+    #[test]
+    fn building_installs_no_signal_handler() {
+        // Inside a runtime, as a library or a test would build one: SIGTERM must still
+        // be the default action, so nothing may be listening yet.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let terminus = runtime.block_on(async { Terminus::builder().build().unwrap() });
+        assert!(!terminus.inner.signals_installed());
     }
 }
