@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::Builder;
+use crate::builder::{Builder, Parts};
 use crate::config::Config;
 use crate::health::{CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Report};
 use crate::hooks::Hook;
@@ -19,6 +19,7 @@ use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
 use crate::requests::{DescribeRequest, ProbeMatcher, RequestGuard, Requests};
 use crate::run::{Drain, Lifecycle, Progress, Shutdown};
+use crate::setting::ConfigError;
 use crate::signal::{self, Signal};
 use crate::tasks::TrackedTasks;
 
@@ -93,6 +94,18 @@ struct Startup {
 /// How often startup checks are retried until they pass.
 const STARTUP_CHECK_RETRY: Duration = Duration::from_millis(500);
 
+impl Builder {
+    /// Validates the settings and creates the `Terminus`. Building has no effect on the
+    /// process: no signal handler is installed and no task is spawned until the server
+    /// runs (see [`Terminus::listen_for_signals`]).
+    ///
+    /// (Written here, with the rest of how a `Terminus` is made, so that `builder.rs`
+    /// need not import this file while this one imports it.)
+    pub fn build(self) -> Result<Terminus, ConfigError> {
+        self.validate().map(Terminus::from_parts)
+    }
+}
+
 impl fmt::Debug for Terminus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Terminus")
@@ -110,12 +123,13 @@ impl Terminus {
         Builder::default()
     }
 
-    pub(crate) fn from_parts(
-        config: Config,
-        hooks: Vec<Hook>,
-        health: HealthRegistry,
-        phase: PhaseCell,
-    ) -> Terminus {
+    fn from_parts(parts: Parts) -> Terminus {
+        let Parts {
+            config,
+            hooks,
+            health,
+            phase,
+        } = parts;
         let startup_checks = health.has_kind(CheckKind::Startup);
         let startup = Startup::default();
         startup.checks_passed.store(!startup_checks, Ordering::Relaxed);
