@@ -141,6 +141,7 @@ impl PhaseCell {
         let now = Instant::now();
         let in_previous_ms = now.duration_since(*since).as_millis() as u64;
         *since = now;
+        // SeqCst: pairs with the load in `get` (see there).
         self.value.store(next as u8, Ordering::SeqCst);
         tracing::info!(
             target: "terminus",

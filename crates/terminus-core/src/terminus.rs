@@ -62,14 +62,15 @@ struct Inner {
     /// Fires when a second signal (or `force()`) asks to skip the rest.
     force: CancellationToken,
     fatal: OnceLock<String>,
-    startup: Startup,
+    startup: Mutex<Startup>,
     signals_installed: AtomicBool,
     /// A signal was received: the next one is a second signal.
     signaled: AtomicBool,
     requests: Arc<Requests>,
     tasks: Arc<TrackedTasks>,
-    /// Readiness fails while set (see `set_maintenance`). Acquire/Release pair the
-    /// switch with the probes that read it; nothing else is published with it.
+    /// Readiness fails while set (see `set_maintenance`). Relaxed: probes read only the
+    /// flag itself, nothing is published with it, and the swap alone makes one of two
+    /// concurrent switches log.
     maintenance: AtomicBool,
     /// The shutdown's progress, locked by the `run` that drives it (see `run.rs`).
     progress: tokio::sync::Mutex<Progress>,
@@ -80,15 +81,29 @@ struct Inner {
     probe_matchers: Mutex<Vec<Arc<dyn ProbeMatcher>>>,
 }
 
-/// What Serving waits for.
+/// What Serving waits for. One lock, not a flag per step: each step sets its flag and
+/// reads the others at once, so whichever step comes last sees them all. (With separate
+/// atomic flags, `mark_listeners_bound` and `mark_ready` on two threads could each
+/// store theirs, then load the other's stale value, and Serving would never begin.)
 #[derive(Default)]
 struct Startup {
-    listeners_bound: AtomicBool,
-    app_ready: AtomicBool,
+    listeners_bound: bool,
+    app_ready: bool,
     /// Every startup check passed once (`true` from the start when there are none).
-    checks_passed: AtomicBool,
+    checks_passed: bool,
     /// The task retrying startup checks was spawned.
-    runner_started: AtomicBool,
+    runner_started: bool,
+}
+
+impl Startup {
+    /// Everything startup needs except the startup checks.
+    fn prerequisites(&self, require_mark_ready: bool) -> bool {
+        self.listeners_bound && (!require_mark_ready || self.app_ready)
+    }
+
+    fn done(&self, require_mark_ready: bool) -> bool {
+        self.prerequisites(require_mark_ready) && self.checks_passed
+    }
 }
 
 /// How often startup checks are retried until they pass.
@@ -131,8 +146,10 @@ impl Terminus {
             phase,
         } = parts;
         let startup_checks = health.has_kind(CheckKind::Startup);
-        let startup = Startup::default();
-        startup.checks_passed.store(!startup_checks, Ordering::Relaxed);
+        let startup = Startup {
+            checks_passed: !startup_checks,
+            ..Startup::default()
+        };
         Terminus {
             inner: Arc::new(Inner {
                 config,
@@ -141,7 +158,7 @@ impl Terminus {
                 reason: Mutex::new(None),
                 force: CancellationToken::new(),
                 fatal: OnceLock::new(),
-                startup,
+                startup: Mutex::new(startup),
                 signals_installed: AtomicBool::new(false),
                 signaled: AtomicBool::new(false),
                 requests: Arc::default(),
@@ -251,7 +268,7 @@ impl Terminus {
     /// assert!(!terminus.is_ready());
     /// ```
     pub fn set_maintenance(&self, on: bool) {
-        if self.inner.maintenance.swap(on, Ordering::AcqRel) != on {
+        if self.inner.maintenance.swap(on, Ordering::Relaxed) != on {
             tracing::info!(
                 target: "terminus",
                 maintenance = on,
@@ -265,7 +282,7 @@ impl Terminus {
 
     /// Whether [`set_maintenance(true)`](Terminus::set_maintenance) is in force.
     pub fn in_maintenance(&self) -> bool {
-        self.inner.maintenance.load(Ordering::Acquire)
+        self.inner.maintenance.load(Ordering::Relaxed)
     }
 
     /// `true` once startup is done: every listener bound, `mark_ready` called when
@@ -277,7 +294,7 @@ impl Terminus {
     /// Tells the `Terminus` the application finished its own startup (caches warm,
     /// migrations run). Only needed with `require_mark_ready(true)`.
     pub fn mark_ready(&self) {
-        self.inner.startup.app_ready.store(true, Ordering::Release);
+        lock(&self.inner.startup).app_ready = true;
         self.startup_progressed();
     }
 
@@ -329,7 +346,7 @@ impl Terminus {
     }
 
     pub(crate) fn mark_listeners_bound(&self) {
-        self.inner.startup.listeners_bound.store(true, Ordering::Release);
+        lock(&self.inner.startup).listeners_bound = true;
         self.startup_progressed();
     }
 
@@ -342,20 +359,22 @@ impl Terminus {
     /// prerequisites are met, a task runs them until they pass (or shutdown begins).
     fn drive_startup_checks(&self) {
         let inner = &self.inner;
-        if inner.startup.checks_passed.load(Ordering::Acquire) || !inner.startup_prerequisites() {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err()
-            || inner.startup.runner_started.swap(true, Ordering::AcqRel)
         {
-            return;
+            let mut startup = lock(&inner.startup);
+            if startup.checks_passed
+                || !startup.prerequisites(inner.config.require_mark_ready)
+                || startup.runner_started
+                || tokio::runtime::Handle::try_current().is_err()
+            {
+                return;
+            }
+            startup.runner_started = true;
         }
         let weak: Weak<Inner> = Arc::downgrade(inner);
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                if inner.phase.get().is_shutting_down() || inner.startup.checks_passed.load(Ordering::Acquire)
-                {
+                if inner.phase.get().is_shutting_down() || lock(&inner.startup).checks_passed {
                     return;
                 }
                 let terminus = Terminus { inner };
@@ -420,7 +439,8 @@ impl Terminus {
     /// call it earlier to catch a signal that arrives during startup. Must be called
     /// inside a Tokio runtime.
     pub fn listen_for_signals(&self) {
-        if self.inner.signals_installed.swap(true, Ordering::AcqRel) {
+        // Relaxed: the swap alone decides which call installs; nothing is published with it.
+        if self.inner.signals_installed.swap(true, Ordering::Relaxed) {
             return;
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
@@ -527,21 +547,21 @@ impl Inner {
 
     #[cfg(test)]
     fn signals_installed(&self) -> bool {
-        self.signals_installed.load(Ordering::Acquire)
+        self.signals_installed.load(Ordering::Relaxed)
     }
 
     fn startup_done(&self) -> bool {
-        self.startup_prerequisites() && self.startup.checks_passed.load(Ordering::Acquire)
+        lock(&self.startup).done(self.config.require_mark_ready)
     }
 
     /// Everything startup needs except the startup checks.
     fn startup_prerequisites(&self) -> bool {
-        self.startup.listeners_bound.load(Ordering::Acquire)
-            && (!self.config.require_mark_ready || self.startup.app_ready.load(Ordering::Acquire))
+        lock(&self.startup).prerequisites(self.config.require_mark_ready)
     }
 
     fn startup_checks_pass(&self) {
-        if !self.startup.checks_passed.swap(true, Ordering::AcqRel) {
+        let first = !std::mem::replace(&mut lock(&self.startup).checks_passed, true);
+        if first {
             tracing::info!(target: "terminus", "startup checks passed");
             self.maybe_serving();
         }
@@ -559,7 +579,9 @@ impl Inner {
     /// process that shut itself down fails its probes: that SIGTERM asks for what is
     /// already under way, not for haste.
     fn on_signal(&self, signal: Signal) {
-        if !self.signaled.swap(true, Ordering::AcqRel) {
+        // Relaxed: the swap alone tells the first signal from a second; what the first
+        // one starts is published by `request_shutdown`'s lock and the phase.
+        if !self.signaled.swap(true, Ordering::Relaxed) {
             if self.phase.get().is_shutting_down() {
                 tracing::info!(
                     target: "terminus", signal = signal.name(),
