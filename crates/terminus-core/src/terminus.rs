@@ -336,11 +336,19 @@ impl Terminus {
     }
 
     pub(crate) fn lifecycle_state(&self) -> LifecycleState {
+        let (prerequisites_met, startup_done) = {
+            let startup = lock(&self.inner.startup);
+            let require_mark_ready = self.inner.config.require_mark_ready;
+            (
+                startup.prerequisites(require_mark_ready),
+                startup.done(require_mark_ready),
+            )
+        };
         LifecycleState {
             phase: self.phase(),
             fatal: !self.is_live(),
-            prerequisites_met: self.inner.startup_prerequisites(),
-            startup_done: self.inner.startup_done(),
+            prerequisites_met,
+            startup_done,
             maintenance: self.in_maintenance(),
         }
     }
@@ -552,11 +560,6 @@ impl Inner {
 
     fn startup_done(&self) -> bool {
         lock(&self.startup).done(self.config.require_mark_ready)
-    }
-
-    /// Everything startup needs except the startup checks.
-    fn startup_prerequisites(&self) -> bool {
-        lock(&self.startup).prerequisites(self.config.require_mark_ready)
     }
 
     fn startup_checks_pass(&self) {
