@@ -1,18 +1,18 @@
-//! [`Builder`]: every setting of a [`Terminus`], validated by `build()`.
+//! [`Builder`]: every setting of a [`Terminus`](crate::Terminus), validated by `build()`.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ExitCodePolicy, Source};
+use crate::config::{Config, ExitCodePolicy};
 use crate::env::{closest_known, Env};
 use crate::health::{Check, HealthRegistry};
 use crate::hooks::{BoxError, Hook, HookStage};
 use crate::phase::PhaseCell;
+use crate::setting::{ConfigError, Source};
 use crate::signal::Signal;
-use crate::terminus::Terminus;
 
-/// Configures a [`Terminus`]; invalid settings are an error from [`build`](Builder::build),
+/// Configures a [`Terminus`](crate::Terminus); invalid settings are an error from [`build`](Builder::build),
 /// naming the field.
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until build() is called"]
@@ -24,6 +24,15 @@ pub struct Builder {
     readiness_probe: Option<(Duration, u32)>,
     hooks: Vec<Hook>,
     checks: Vec<Check>,
+}
+
+/// The validated settings a `Terminus` is made of.
+pub(crate) struct Parts {
+    pub(crate) config: Config,
+    /// In the order they run: by stage, then as registered.
+    pub(crate) hooks: Vec<Hook>,
+    pub(crate) health: HealthRegistry,
+    pub(crate) phase: PhaseCell,
 }
 
 impl Builder {
@@ -202,7 +211,7 @@ impl Builder {
 
     /// The signals that start a shutdown (default `SIGTERM`, `SIGINT`). An empty list
     /// installs no handler: the process then shuts down gracefully only through
-    /// [`Terminus::shutdown`] (an empty `TERMINUS_SIGNALS` is an error instead, since
+    /// [`Terminus::shutdown`](crate::Terminus::shutdown) (an empty `TERMINUS_SIGNALS` is an error instead, since
     /// there it is far more likely a mistake).
     pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
         self.config.signals = signals.into_iter().collect();
@@ -327,10 +336,9 @@ impl Builder {
         self
     }
 
-    /// Validates the settings and creates the `Terminus`. Building has no effect on the
-    /// process: no signal handler is installed and no task is spawned until the server
-    /// runs (see [`Terminus::listen_for_signals`]).
-    pub fn build(mut self) -> Result<Terminus, ConfigError> {
+    /// Validates the settings: what [`build`](Builder::build) (in `terminus.rs`, where a
+    /// `Terminus` is made) turns into a `Terminus`.
+    pub(crate) fn validate(mut self) -> Result<Parts, ConfigError> {
         if let Some(env) = self.env.take() {
             self.report_unknown(&env.unknown)?;
             env.apply(&mut self.config);
@@ -366,7 +374,12 @@ impl Builder {
 
         let phase = PhaseCell::new();
         let health = HealthRegistry::with_phase(self.checks, phase.subscribe())?;
-        Ok(Terminus::from_parts(self.config, self.hooks, health, phase))
+        Ok(Parts {
+            config: self.config,
+            hooks: self.hooks,
+            health,
+            phase,
+        })
     }
 
     /// Warns about (or, with `deny_unknown_env`, rejects) each `TERMINUS_*` name that
@@ -413,6 +426,7 @@ impl ExitCodePolicy {
 mod tests {
     use super::*;
     use crate::env::{ENV_DRAIN_DELAY, ENV_MAX_CONNECTIONS};
+    use crate::Terminus;
 
     fn lookup(name: &str) -> Option<String> {
         match name {

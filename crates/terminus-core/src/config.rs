@@ -1,11 +1,11 @@
-//! Lifecycle settings: deadlines, signals, exit-code policy, and loading them from
-//! the environment.
+//! Lifecycle settings: deadlines, signals, exit-code policy, and the checks `build()`
+//! runs on them. `env.rs` reads them from the environment.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::env::ENV_SIGNALS;
+use crate::setting::{ConfigError, Source, MAX_CONNECTIONS, MAX_DURATION};
 use crate::signal::Signal;
+use crate::upgrade::UpgradeSettings;
 
 /// The drain delay used when running in Kubernetes: long enough for the endpoint
 /// removal to reach kube-proxy and most ingress controllers.
@@ -26,29 +26,6 @@ pub const DEFAULT_IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// server timeout of 620 s; AWS's ALB idles out at 60 s, nginx's upstream keep-alive
 /// at 60 s, HAProxy's `timeout http-keep-alive` is usually seconds.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(620);
-
-/// Where a setting's value came from, as the effective configuration reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Source {
-    /// Nobody set it.
-    #[default]
-    Default,
-    /// The [`Builder`](crate::Builder) set it.
-    Code,
-    /// A `TERMINUS_*` variable set it (read by [`Builder::from_env`](crate::Builder::from_env)).
-    Environment,
-}
-
-impl Source {
-    /// `default`, `code` or `environment`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Default => "default",
-            Source::Code => "code",
-            Source::Environment => "environment",
-        }
-    }
-}
 
 /// Where each setting that the environment can set came from.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,7 +79,7 @@ pub struct Config {
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) max_connection_age_grace: Option<Duration>,
     pub(crate) max_requests_per_connection: Option<u64>,
-    pub(crate) upgrade: crate::upgrade::UpgradeSettings,
+    pub(crate) upgrade: UpgradeSettings,
     pub(crate) sources: Sources,
 }
 
@@ -179,7 +156,7 @@ impl Config {
     }
 
     /// The in-place upgrade's settings (used by `axum-terminus`'s `upgrade` feature).
-    pub fn upgrade(&self) -> &crate::upgrade::UpgradeSettings {
+    pub fn upgrade(&self) -> &UpgradeSettings {
         &self.upgrade
     }
 
@@ -324,7 +301,7 @@ impl Default for Config {
             max_connection_age: None,
             max_connection_age_grace: None,
             max_requests_per_connection: None,
-            upgrade: crate::upgrade::UpgradeSettings::default(),
+            upgrade: UpgradeSettings::default(),
             sources: Sources::default(),
         }
     }
@@ -358,7 +335,7 @@ impl Config {
             ("max_connection_age", self.max_connection_age),
             ("max_connection_age_grace", self.max_connection_age_grace),
         ] {
-            if duration.is_some_and(|duration| duration > crate::env::MAX_DURATION) {
+            if duration.is_some_and(|duration| duration > MAX_DURATION) {
                 return Err(ConfigError::new(field, "must be at most 1 day"));
             }
         }
@@ -392,10 +369,10 @@ impl Config {
             ));
         }
         if let Some(limit) = self.max_connections {
-            if limit == 0 || limit > crate::env::MAX_CONNECTIONS {
+            if limit == 0 || limit > MAX_CONNECTIONS {
                 return Err(ConfigError::new(
                     "max_connections",
-                    format!("must be between 1 and {}", crate::env::MAX_CONNECTIONS),
+                    format!("must be between 1 and {}", MAX_CONNECTIONS),
                 ));
             }
         }
@@ -440,41 +417,6 @@ impl Config {
     }
 }
 
-/// Parses `SIGTERM,SIGINT`. An empty list is an error: it would leave the process with
-/// no graceful shutdown at all, SIGTERM killing it on the spot.
-pub(crate) fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
-    let signals = list
-        .split(',')
-        .filter(|name| !name.trim().is_empty())
-        .map(|name| name.parse::<Signal>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ConfigError::new(ENV_SIGNALS, error.to_string()))?;
-    if signals.is_empty() {
-        return Err(ConfigError::new(
-            ENV_SIGNALS,
-            format!(
-                "`{list}` names no signal; without one, SIGTERM would kill the process with no \
-                 graceful shutdown. Unset it for the default (SIGTERM,SIGINT)"
-            ),
-        ));
-    }
-    Ok(signals)
-}
-
-/// Parses `1500ms`, `5s`, `1m 30s` (humantime's format) into a duration; an error
-/// names `field` and keeps humantime's as its source.
-pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|error| {
-        ConfigError::new(
-            field,
-            format!(
-                "invalid duration `{value}` ({error}); expected a number and a unit, like `1500ms` or `5s`"
-            ),
-        )
-        .with_source(error)
-    })
-}
-
 fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -483,123 +425,9 @@ fn fmt_duration(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(duration)
 }
 
-/// An invalid setting: which field (or environment variable) and why.
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    field: &'static str,
-    message: String,
-    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
-}
-
-impl ConfigError {
-    /// A new error about `field`.
-    pub fn new(field: &'static str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// The same error, caused by `source` (kept for [`Error::source`](std::error::Error::source)).
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
-        self.source = Some(std::sync::Arc::new(source));
-        self
-    }
-
-    /// The field or environment variable at fault, e.g. `drain_timeout` or `TERMINUS_DRAIN_DELAY`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl PartialEq for ConfigError {
-    fn eq(&self, other: &Self) -> bool {
-        self.field == other.field && self.message == other.message
-    }
-}
-
-impl Eq for ConfigError {}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn std::error::Error + 'static))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use crate::env::{Env, ENV_CLEANUP_TIMEOUT, ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT};
-
-    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let env = Env::read(
-            |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            Vec::new(),
-        )?;
-        let mut config = Config::default();
-        env.apply(&mut config);
-        Ok(config)
-    }
-
-    #[test]
-    fn environment_durations_accept_milliseconds_and_seconds() {
-        let config = from_env(&[
-            (ENV_DRAIN_DELAY, "1500ms"),
-            (ENV_DRAIN_TIMEOUT, "5s"),
-            (ENV_CLEANUP_TIMEOUT, "1m 30s"),
-            (ENV_SIGNALS, "SIGTERM, usr2"),
-        ])
-        .unwrap();
-        assert_eq!(config.drain_delay, Duration::from_millis(1500));
-        assert_eq!(config.drain_timeout, Duration::from_secs(5));
-        assert_eq!(config.cleanup_timeout, Duration::from_secs(90));
-        assert_eq!(config.signals, vec![Signal::Term, Signal::Usr2]);
-        assert_eq!(config.sources.drain_delay, Source::Environment);
-        assert_eq!(config.sources.grace_period, Source::Default);
-    }
-
-    #[test]
-    fn malformed_environment_value_names_the_variable_and_keeps_its_cause() {
-        let error = from_env(&[(ENV_DRAIN_DELAY, "5")]).unwrap_err();
-        assert_eq!(error.field(), ENV_DRAIN_DELAY);
-        assert!(error.to_string().contains("TERMINUS_DRAIN_DELAY"), "{error}");
-        assert!(
-            std::error::Error::source(&error).is_some(),
-            "humantime's error is the source"
-        );
-
-        let error = from_env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]).unwrap_err();
-        assert_eq!(error.field(), ENV_SIGNALS);
-        assert!(error.message().contains("SIGNOPE"));
-    }
-
-    #[test]
-    fn an_empty_signal_list_is_an_error_naming_the_variable() {
-        for value in ["", " ", ",", " , ,"] {
-            let error = from_env(&[(ENV_SIGNALS, value)]).unwrap_err();
-            assert_eq!(error.field(), ENV_SIGNALS, "for `{value}`");
-            assert!(error.message().contains("names no signal"), "{error}");
-        }
-    }
 
     #[test]
     fn zero_drain_timeout_is_rejected_by_name() {

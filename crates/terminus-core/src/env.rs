@@ -10,8 +10,15 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_signals, Config, ConfigError, Source};
+use crate::config::Config;
+use crate::setting::{ConfigError, Source};
 use crate::signal::Signal;
+use crate::upgrade::{
+    UpgradeEnv, ENV_PID_FILE, ENV_UPGRADE_FROM, ENV_UPGRADE_NOTIFY_SOCKET, ENV_UPGRADE_SIGNAL,
+    ENV_UPGRADE_TIMEOUT,
+};
+
+pub use crate::setting::{MAX_CONNECTIONS, MAX_DURATION};
 
 /// Environment variable for [`Config::drain_delay`].
 pub const ENV_DRAIN_DELAY: &str = "TERMINUS_DRAIN_DELAY";
@@ -54,20 +61,12 @@ pub const VARIABLES: &[&str] = &[
     ENV_MAX_CONNECTION_AGE,
     ENV_MAX_CONNECTION_AGE_GRACE,
     ENV_MAX_REQUESTS_PER_CONNECTION,
-    crate::upgrade::ENV_UPGRADE_SIGNAL,
-    crate::upgrade::ENV_UPGRADE_TIMEOUT,
-    crate::upgrade::ENV_PID_FILE,
-    crate::upgrade::ENV_UPGRADE_FROM,
-    crate::upgrade::ENV_UPGRADE_NOTIFY_SOCKET,
+    ENV_UPGRADE_SIGNAL,
+    ENV_UPGRADE_TIMEOUT,
+    ENV_PID_FILE,
+    ENV_UPGRADE_FROM,
+    ENV_UPGRADE_NOTIFY_SOCKET,
 ];
-
-/// The longest duration any setting accepts: one day. A longer one is a mistake of
-/// units, and a deadline that far away would overflow time arithmetic.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The largest connection cap: what a Tokio semaphore can hold (about 2.3 × 10¹⁸, far
-/// above any file-descriptor limit). A larger number would panic when the server starts.
-pub const MAX_CONNECTIONS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 /// What the environment sets, parsed and checked: applied over the code's settings by
 /// `build()`.
@@ -85,7 +84,7 @@ pub(crate) struct Env {
     max_connection_age: Option<Duration>,
     max_connection_age_grace: Option<Duration>,
     max_requests_per_connection: Option<u64>,
-    upgrade: crate::upgrade::UpgradeEnv,
+    upgrade: UpgradeEnv,
     /// `TERMINUS_*` names that no setting reads.
     pub(crate) unknown: Vec<String>,
 }
@@ -135,7 +134,7 @@ impl Env {
             max_requests_per_connection: lookup(ENV_MAX_REQUESTS_PER_CONNECTION)
                 .map(|value| parse_requests(&value))
                 .transpose()?,
-            upgrade: crate::upgrade::UpgradeEnv::read(&lookup, duration)?,
+            upgrade: UpgradeEnv::read(&lookup, duration)?,
             unknown,
         })
     }
@@ -209,6 +208,41 @@ impl Env {
     }
 }
 
+/// Parses `SIGTERM,SIGINT`. An empty list is an error: it would leave the process with
+/// no graceful shutdown at all, SIGTERM killing it on the spot.
+pub(crate) fn parse_signals(list: &str) -> Result<Vec<Signal>, ConfigError> {
+    let signals = list
+        .split(',')
+        .filter(|name| !name.trim().is_empty())
+        .map(|name| name.parse::<Signal>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ConfigError::new(ENV_SIGNALS, error.to_string()))?;
+    if signals.is_empty() {
+        return Err(ConfigError::new(
+            ENV_SIGNALS,
+            format!(
+                "`{list}` names no signal; without one, SIGTERM would kill the process with no \
+                 graceful shutdown. Unset it for the default (SIGTERM,SIGINT)"
+            ),
+        ));
+    }
+    Ok(signals)
+}
+
+/// Parses `1500ms`, `5s`, `1m 30s` (humantime's format) into a duration; an error
+/// names `field` and keeps humantime's as its source.
+pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|error| {
+        ConfigError::new(
+            field,
+            format!(
+                "invalid duration `{value}` ({error}); expected a number and a unit, like `1500ms` or `5s`"
+            ),
+        )
+        .with_source(error)
+    })
+}
+
 /// A duration within [`MAX_DURATION`].
 fn bounded_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let duration = parse_duration(name, value)?;
@@ -279,6 +313,61 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = Env::read(
+            |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            Vec::new(),
+        )?;
+        let mut config = Config::default();
+        env.apply(&mut config);
+        Ok(config)
+    }
+
+    #[test]
+    fn environment_durations_accept_milliseconds_and_seconds() {
+        let config = from_env(&[
+            (ENV_DRAIN_DELAY, "1500ms"),
+            (ENV_DRAIN_TIMEOUT, "5s"),
+            (ENV_CLEANUP_TIMEOUT, "1m 30s"),
+            (ENV_SIGNALS, "SIGTERM, usr2"),
+        ])
+        .unwrap();
+        assert_eq!(config.drain_delay, Duration::from_millis(1500));
+        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.cleanup_timeout, Duration::from_secs(90));
+        assert_eq!(config.signals, vec![Signal::Term, Signal::Usr2]);
+        assert_eq!(config.sources.drain_delay, Source::Environment);
+        assert_eq!(config.sources.grace_period, Source::Default);
+    }
+
+    #[test]
+    fn malformed_environment_value_names_the_variable_and_keeps_its_cause() {
+        let error = from_env(&[(ENV_DRAIN_DELAY, "5")]).unwrap_err();
+        assert_eq!(error.field(), ENV_DRAIN_DELAY);
+        assert!(error.to_string().contains("TERMINUS_DRAIN_DELAY"), "{error}");
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "humantime's error is the source"
+        );
+
+        let error = from_env(&[(ENV_SIGNALS, "SIGTERM,SIGNOPE")]).unwrap_err();
+        assert_eq!(error.field(), ENV_SIGNALS);
+        assert!(error.message().contains("SIGNOPE"));
+    }
+
+    #[test]
+    fn an_empty_signal_list_is_an_error_naming_the_variable() {
+        for value in ["", " ", ",", " , ,"] {
+            let error = from_env(&[(ENV_SIGNALS, value)]).unwrap_err();
+            assert_eq!(error.field(), ENV_SIGNALS, "for `{value}`");
+            assert!(error.message().contains("names no signal"), "{error}");
+        }
+    }
 
     fn read(pairs: &[(&str, &str)]) -> Result<Env, ConfigError> {
         let pairs: Vec<(String, String)> = pairs

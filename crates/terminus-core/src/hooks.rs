@@ -119,7 +119,7 @@ impl Hook {
             Err(_elapsed) => HookStatus::TimedOut,
         };
         let elapsed = started.elapsed();
-        crate::metrics::hook_ran(self.stage, &self.name, elapsed, &status);
+        crate::metrics::hook_ran(self.stage.as_str(), &self.name, elapsed, status.metric_label());
         let elapsed_ms = elapsed.as_millis() as u64;
         match &status {
             HookStatus::Ok => tracing::info!(
@@ -160,6 +160,18 @@ pub enum HookStatus {
     Panicked,
     /// Did not finish within `cleanup_timeout` and was abandoned.
     TimedOut,
+}
+
+impl HookStatus {
+    /// The `result` label of `terminus_hook_runs_total`.
+    fn metric_label(&self) -> &'static str {
+        match self {
+            HookStatus::Ok => "ok",
+            HookStatus::Failed(_) => "failed",
+            HookStatus::Panicked => "panicked",
+            HookStatus::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// The report of one hook run, part of the [`Outcome`](crate::Outcome).

@@ -31,7 +31,7 @@
 //! - `metrics`: the lifecycle's facts through the `metrics` facade; see [`metrics`].
 //!
 //! Where to start reading: [`Terminus`] (the handle), [`Builder`] (the settings),
-//! [`Terminus::run`] in `run.rs` (the shutdown, one step per phase), [`health`] (the
+//! [`Terminus::run`] (whose steps, one per phase, are in `run.rs`), [`health`] (the
 //! checks behind the probes), and [`server`] (what a server built on this crate does).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -48,6 +48,7 @@ mod phase;
 mod requests;
 mod run;
 pub mod server;
+mod setting;
 mod signal;
 mod tasks;
 mod terminus;
@@ -55,9 +56,8 @@ pub mod upgrade;
 
 pub use builder::Builder;
 pub use config::{
-    Config, ConfigError, ExitCodePolicy, Source, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT,
-    KUBERNETES_DRAIN_DELAY,
+    Config, ExitCodePolicy, DEFAULT_CLEANUP_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_CLOSE_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, KUBERNETES_DRAIN_DELAY,
 };
 pub use env::{
     ENV_CLEANUP_TIMEOUT, ENV_DRAIN_DELAY, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HEADER_READ_TIMEOUT,
@@ -70,6 +70,7 @@ pub use outcome::{Forced, Outcome, PhaseDurations, ShutdownReason};
 pub use phase::Phase;
 pub use requests::{DescribeRequest, RequestGuard};
 pub use run::{Drain, NoConnections};
+pub use setting::{ConfigError, Source};
 pub use signal::{Signal, UnknownSignal};
 pub use terminus::Terminus;
 pub use tokio_util::sync::CancellationToken;

@@ -22,11 +22,12 @@
 //! `Terminus`: the request gauge's handle is taken then, once, so that counting a
 //! request costs one update and no lookup.
 
-use std::time::Duration;
+//!
+//! This file imports nothing else from the crate: callers pass the labels as the
+//! `&'static str` names their types already have (`Phase::as_str`, ...), so that every
+//! file can report a fact without this one depending on it.
 
-use crate::health::CheckError;
-use crate::hooks::{HookStage, HookStatus};
-use crate::phase::Phase;
+use std::time::Duration;
 
 /// The handles the request path updates, taken once.
 pub(crate) struct RequestMetrics {
@@ -84,51 +85,37 @@ pub(crate) fn tasks_cut(count: usize) {
 }
 
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn phase_changed(previous: Phase, next: Phase, in_previous: Duration) {
+pub(crate) fn phase_changed(previous: &'static str, next: &'static str, in_previous: Duration) {
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!("terminus_phase", "phase" => previous.as_str()).set(0.0);
-        metrics::gauge!("terminus_phase", "phase" => next.as_str()).set(1.0);
-        metrics::gauge!("terminus_phase_duration_seconds", "phase" => previous.as_str())
+        metrics::gauge!("terminus_phase", "phase" => previous).set(0.0);
+        metrics::gauge!("terminus_phase", "phase" => next).set(1.0);
+        metrics::gauge!("terminus_phase_duration_seconds", "phase" => previous)
             .set(in_previous.as_secs_f64());
     }
 }
 
+/// `result` is `pass`, `fail`, `timeout` or `panic`.
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn check_ran(check: &str, duration: Duration, error: Option<&CheckError>) {
+pub(crate) fn check_ran(check: &str, duration: Duration, result: &'static str) {
     #[cfg(feature = "metrics")]
     {
         let check = check.to_owned();
-        let result = match error {
-            None => "pass",
-            Some(error) if error.is_timeout() => "timeout",
-            Some(error) if error.is_panic() => "panic",
-            Some(_) => "fail",
-        };
+        let passed = result == "pass";
         metrics::histogram!("terminus_check_duration_seconds", "check" => check.clone())
             .record(duration.as_secs_f64());
         metrics::counter!("terminus_check_runs_total", "check" => check.clone(), "result" => result)
             .increment(1);
-        metrics::gauge!("terminus_check_status", "check" => check).set(if error.is_none() {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!("terminus_check_status", "check" => check).set(if passed { 1.0 } else { 0.0 });
     }
 }
 
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn hook_ran(stage: HookStage, hook: &str, duration: Duration, status: &HookStatus) {
+/// `stage` is the hook stage's name; `result` is `ok`, `failed`, `panicked` or `timed_out`.
+pub(crate) fn hook_ran(stage: &'static str, hook: &str, duration: Duration, result: &'static str) {
     #[cfg(feature = "metrics")]
     {
         let hook = hook.to_owned();
-        let result = match status {
-            HookStatus::Ok => "ok",
-            HookStatus::Failed(_) => "failed",
-            HookStatus::Panicked => "panicked",
-            HookStatus::TimedOut => "timed_out",
-        };
-        let stage = stage.as_str();
         metrics::histogram!("terminus_hook_duration_seconds", "stage" => stage, "hook" => hook.clone())
             .record(duration.as_secs_f64());
         metrics::counter!("terminus_hook_runs_total", "stage" => stage, "hook" => hook, "result" => result)
@@ -142,7 +129,6 @@ mod tests {
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    use crate::server::ServerExt;
     use crate::{Check, CheckError, NoConnections, Terminus};
 
     /// Every metric recorded so far, by name and labels (`name{label=value,...}`).

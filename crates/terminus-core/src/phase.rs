@@ -141,6 +141,7 @@ impl PhaseCell {
         let now = Instant::now();
         let in_previous_ms = now.duration_since(*since).as_millis() as u64;
         *since = now;
+        // SeqCst: pairs with the load in `get` (see there).
         self.value.store(next as u8, Ordering::SeqCst);
         tracing::info!(
             target: "terminus",
@@ -151,7 +152,11 @@ impl PhaseCell {
             since_start_ms = self.created.elapsed().as_millis() as u64,
             "phase changed"
         );
-        crate::metrics::phase_changed(previous, next, Duration::from_millis(in_previous_ms));
+        crate::metrics::phase_changed(
+            previous.as_str(),
+            next.as_str(),
+            Duration::from_millis(in_previous_ms),
+        );
         self.changes.send_replace(next);
         if next.is_shutting_down() {
             self.draining.cancel();

@@ -32,15 +32,33 @@ impl DescribeRequest for () {
     }
 }
 
+/// Recognises the requests a middleware answers as probes, which are never counted as
+/// requests in flight, drained or cut; see
+/// [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
+pub trait ProbeMatcher: Send + Sync + 'static {
+    /// Whether a request for `path` (without its query) is a probe.
+    fn is_probe(&self, path: &str) -> bool;
+}
+
 /// Counts requests in flight, and those drained and cut since the shutdown began.
+///
+/// Every atomic here but the tracker's is `Relaxed`: none publishes other memory. The
+/// counts are read once the tracker's `wait()` resolved (or the cut's wait timed out),
+/// and a guard counts itself before it drops its tracker token, whose release the wait
+/// acquires.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
     tracker: TaskTracker,
     drained: AtomicU64,
     cut: AtomicU64,
-    /// Set when the drain deadline passed: requests ending from now on were cut.
+    /// Set when the drain deadline passed: requests ending from now on were cut. The
+    /// requests the cut aborts end after the abort, which synchronises with it (tokio's
+    /// task state), so they see the flag; one that ends by itself as the deadline passes
+    /// may count as drained or cut, and either is true.
     cutting: AtomicBool,
     /// A server tracks requests at its connections; layers must not count them again.
+    /// The server sets it before it accepts a connection, and spawning each
+    /// connection's task orders that before every read on it.
     tracked_by_server: AtomicBool,
     metrics: RequestMetrics,
 }
@@ -71,25 +89,25 @@ impl Requests {
 
     /// The deadline passed: requests still in flight are cut. Returns how many there are.
     pub(crate) fn start_cutting(&self) -> usize {
-        self.cutting.store(true, Ordering::SeqCst);
+        self.cutting.store(true, Ordering::Relaxed);
         self.in_flight()
     }
 
     pub(crate) fn drained(&self) -> u64 {
-        self.drained.load(Ordering::SeqCst)
+        self.drained.load(Ordering::Relaxed)
     }
 
     /// Requests cut: those that ended after the deadline, and those still in flight.
     pub(crate) fn cut(&self) -> u64 {
-        self.cut.load(Ordering::SeqCst) + self.in_flight() as u64
+        self.cut.load(Ordering::Relaxed) + self.in_flight() as u64
     }
 
     pub(crate) fn claim_for_server(&self) {
-        self.tracked_by_server.store(true, Ordering::Release);
+        self.tracked_by_server.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn tracked_by_server(&self) -> bool {
-        self.tracked_by_server.load(Ordering::Acquire)
+        self.tracked_by_server.load(Ordering::Relaxed)
     }
 }
 
@@ -121,12 +139,12 @@ impl<D: DescribeRequest> Drop for RequestGuard<D> {
         if !requests.tracker.is_closed() {
             return;
         }
-        if requests.cutting.load(Ordering::SeqCst) {
-            requests.cut.fetch_add(1, Ordering::SeqCst);
+        if requests.cutting.load(Ordering::Relaxed) {
+            requests.cut.fetch_add(1, Ordering::Relaxed);
             metrics::request_cut();
             self.request.report_cut();
         } else {
-            requests.drained.fetch_add(1, Ordering::SeqCst);
+            requests.drained.fetch_add(1, Ordering::Relaxed);
             metrics::request_drained();
         }
     }
@@ -147,7 +165,7 @@ mod tests {
 
     impl DescribeRequest for Named {
         fn report_cut(&self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -171,7 +189,7 @@ mod tests {
         drop(cut);
         assert_eq!(requests.drained(), 1);
         assert_eq!(requests.cut(), 2, "one reported, one still held");
-        assert_eq!(reports.load(Ordering::SeqCst), 1);
+        assert_eq!(reports.load(Ordering::Relaxed), 1);
         std::mem::forget(leaked);
     }
 

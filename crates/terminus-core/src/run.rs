@@ -1,18 +1,24 @@
 //! The shutdown sequence: Draining, Closing, CleaningUp, Stopped.
 //!
-//! [`Terminus::run`] reads as the timeline it drives: wait for a shutdown, then one
-//! step per phase. The server plugs in through [`Drain`], which is how connections are
-//! told to move, closed, awaited and cut.
+//! [`Terminus::run`](crate::Terminus::run) waits for a shutdown, then hands this file
+//! a [`Lifecycle`] (the parts of the `Terminus` a shutdown uses) and the [`Progress`]
+//! it holds the lock of; [`Shutdown::run`] reads as the timeline it drives, one step
+//! per phase. The server plugs in through [`Drain`], which is how connections are told
+//! to move, closed, awaited and cut.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::hooks::{HookResult, HookStage};
+use crate::config::Config;
+use crate::hooks::{Hook, HookResult, HookStage};
 use crate::outcome::{Forced, Outcome, PhaseDurations, ShutdownReason};
-use crate::phase::Phase;
-use crate::terminus::Terminus;
+use crate::phase::{Phase, PhaseCell};
+use crate::requests::Requests;
+use crate::tasks::TrackedTasks;
 
 /// What a server does at each step of the shutdown. `axum-terminus` implements it for
 /// its accept loops and connections; [`NoConnections`] is the implementation for code
@@ -82,80 +88,66 @@ pub(crate) struct Progress {
     announced: bool,
 }
 
-impl Terminus {
-    /// Waits for a shutdown to start (signal, [`shutdown`](Self::shutdown), fatal error),
-    /// then drives it to the end and returns what happened:
-    ///
-    /// 1. **Draining** for `drain_delay`, running `before_shutdown` hooks meanwhile;
-    /// 2. **Closing**: `drain.close()`, then wait for zero requests in flight, zero
-    ///    tracked tasks and `drain.closed()`, at most `drain_timeout`; then cut the rest;
-    /// 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within
-    ///    `cleanup_timeout`;
-    /// 4. **Stopped**: the [`Outcome`] is published, then the phase changes.
-    ///
-    /// A second signal (or [`force`](Self::force)) at any point cuts everything at once
-    /// and skips the remaining hooks. `run` installs the signal handlers (see
-    /// [`listen_for_signals`](Self::listen_for_signals)) and starts the background
-    /// health checks. It drives one shutdown: a concurrent call waits for the first to
-    /// finish and returns the same outcome, and a later call returns it at once.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future leaves the `Terminus` usable, whatever await it was at.
-    /// Before a shutdown starts, nothing has happened: a later `run` waits for it as
-    /// this one would have. During a shutdown, the steps stop where they are (a hook
-    /// then running is aborted) and what was done is kept: a later (or an already
-    /// waiting) `run` goes on from there, with the remaining drain delay and drain
-    /// timeout, without repeating a finished hook, and with its own `drain` (the
-    /// dropped one's connections went with it). Until some `run` finishes,
-    /// [`outcome`](Self::outcome) waits.
-    pub async fn run(&self, drain: impl Drain) -> Outcome {
-        // Held until this future ends or is dropped: one driver at a time, and a
-        // waiting `run` takes over from a dropped one.
-        let mut progress = self.inner.progress.lock().await;
-        if let Some(outcome) = self.inner.outcome.get() {
-            return outcome.clone();
-        }
-        if !progress.announced {
-            progress.announced = true;
-            self.inner.config.log_effective();
-        }
-        self.listen_for_signals();
-        self.inner.health.start_background();
-        self.token().cancelled().await;
-
-        let mut shutdown = Shutdown::new(self, drain, progress);
-        if self.phase() < Phase::Closing {
-            shutdown.drain().await;
-        }
-        if self.phase() < Phase::CleaningUp {
-            shutdown.close().await;
-        }
-        if shutdown.progress.forced != Some(Forced::SecondSignal) {
-            shutdown.clean_up().await;
-        }
-        shutdown.finish()
+impl Progress {
+    /// `true` the first time only: the first `run` logs the effective configuration.
+    pub(crate) fn first_announcement(&mut self) -> bool {
+        !std::mem::replace(&mut self.announced, true)
     }
 }
 
-/// One shutdown in progress, driven by the `run` that holds its [`Progress`].
-struct Shutdown<'a, D> {
-    terminus: &'a Terminus,
+/// What a shutdown uses of a `Terminus`, lent by [`Terminus::run`](crate::Terminus::run):
+/// the phase it moves, the token a second signal cancels, the requests and tracked tasks
+/// it waits for and cuts, the hooks it runs, the deadlines it keeps, the fatal error it
+/// reports, and the slot it publishes the outcome in. Nothing else of the `Terminus` is
+/// reachable from here.
+#[derive(Clone, Copy)]
+pub(crate) struct Lifecycle<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) hooks: &'a [Hook],
+    pub(crate) phase: &'a PhaseCell,
+    pub(crate) force: &'a CancellationToken,
+    pub(crate) requests: &'a Requests,
+    pub(crate) tasks: &'a TrackedTasks,
+    pub(crate) fatal: &'a OnceLock<String>,
+    pub(crate) outcome: &'a OnceLock<Outcome>,
+}
+
+/// One shutdown in progress, driven by the `run` that holds the lock of its [`Progress`].
+pub(crate) struct Shutdown<'a, D> {
+    lifecycle: Lifecycle<'a>,
     drain: D,
     reason: ShutdownReason,
-    progress: tokio::sync::MutexGuard<'a, Progress>,
+    progress: &'a mut Progress,
 }
 
 impl<'a, D: Drain> Shutdown<'a, D> {
-    fn new(terminus: &'a Terminus, drain: D, progress: tokio::sync::MutexGuard<'a, Progress>) -> Self {
+    pub(crate) fn new(
+        lifecycle: Lifecycle<'a>,
+        reason: ShutdownReason,
+        drain: D,
+        progress: &'a mut Progress,
+    ) -> Self {
         Shutdown {
-            terminus,
+            lifecycle,
             drain,
-            reason: terminus
-                .shutdown_reason()
-                .unwrap_or_else(|| ShutdownReason::from("unknown")),
+            reason,
             progress,
         }
+    }
+
+    /// The timeline: each step the shutdown has not passed yet (a resumed shutdown
+    /// starts where the dropped `run` stopped), then the outcome.
+    pub(crate) async fn run(mut self) -> Outcome {
+        if self.lifecycle.phase.get() < Phase::Closing {
+            self.drain().await;
+        }
+        if self.lifecycle.phase.get() < Phase::CleaningUp {
+            self.close().await;
+        }
+        if self.progress.forced != Some(Forced::SecondSignal) {
+            self.clean_up().await;
+        }
+        self.finish()
     }
 
     /// Remembers the first reason the stop was forced.
@@ -175,7 +167,7 @@ impl<'a, D: Drain> Shutdown<'a, D> {
         // to stop routing here first, so there is nothing to wait for.
         let drain_delay = match self.reason {
             ShutdownReason::Upgrade { .. } => Duration::ZERO,
-            _ => self.terminus.inner.config.drain_delay,
+            _ => self.lifecycle.config.drain_delay,
         };
         let delay = drain_delay.saturating_sub(started.elapsed());
         let delay = async {
@@ -184,12 +176,11 @@ impl<'a, D: Drain> Shutdown<'a, D> {
                 tokio::time::sleep(delay).await;
             }
         };
-        let force = self.terminus.inner.force.clone();
-        let terminus = self.terminus;
-        let hooks = run_hooks(terminus, HookStage::BeforeShutdown, &mut self.progress);
+        let lifecycle = self.lifecycle;
+        let hooks = run_hooks(lifecycle, HookStage::BeforeShutdown, self.progress);
         let result = tokio::select! {
             biased;
-            _ = force.cancelled() => Err(Forced::SecondSignal),
+            _ = lifecycle.force.cancelled() => Err(Forced::SecondSignal),
             (result, ()) = async { tokio::join!(hooks, delay) } => result,
         };
         self.progress.durations.draining = started.elapsed();
@@ -201,9 +192,9 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     /// second signal came, or the drain step was forced).
     async fn close(&mut self) {
         let started = *self.progress.closing_since.get_or_insert_with(Instant::now);
-        let inner = &self.terminus.inner;
-        inner.phase.enter(Phase::Closing, "drain delay over");
-        inner.tasks.close();
+        let lifecycle = self.lifecycle;
+        lifecycle.phase.enter(Phase::Closing, "drain delay over");
+        lifecycle.tasks.close();
         self.drain.close();
         let cause = match self.progress.forced {
             Some(forced) => Some(forced),
@@ -219,27 +210,31 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     /// Waits until nothing is in flight and every connection has closed, at most
     /// `drain_timeout` after Closing `started`.
     async fn settle(&mut self, started: Instant) -> Result<(), Forced> {
-        let inner = &self.terminus.inner;
+        let lifecycle = self.lifecycle;
         let settled = async {
-            tokio::join!(inner.requests.wait(), inner.tasks.wait(), self.drain.closed());
+            tokio::join!(
+                lifecycle.requests.wait(),
+                lifecycle.tasks.wait(),
+                self.drain.closed()
+            );
         };
         tokio::select! {
             biased;
-            _ = inner.force.cancelled() => Err(Forced::SecondSignal),
+            _ = lifecycle.force.cancelled() => Err(Forced::SecondSignal),
             () = settled => Ok(()),
-            () = tokio::time::sleep_until(started + inner.config.drain_timeout) => Err(Forced::DrainTimeout),
+            () = tokio::time::sleep_until(started + lifecycle.config.drain_timeout) => Err(Forced::DrainTimeout),
         }
     }
 
     /// Cuts whatever is still running. A drain timeout with nothing in flight (only
     /// idle connections left) is not forced.
     async fn cut(&mut self, cause: Forced) -> Result<(), Forced> {
-        let inner = &self.terminus.inner;
+        let lifecycle = self.lifecycle;
         // Counted before anything is aborted. Tasks go first: cutting a connection wakes
         // whatever waits on its socket (an upgraded WebSocket session, say), which could
         // then finish on another worker before being counted.
-        let requests = inner.requests.start_cutting();
-        let tasks_cut = inner.tasks.abort_all();
+        let requests = lifecycle.requests.start_cutting();
+        let tasks_cut = lifecycle.tasks.abort_all();
         crate::metrics::tasks_cut(tasks_cut);
         let connections_cut = self.drain.force_close();
         self.progress.tasks_cut += tasks_cut;
@@ -255,7 +250,7 @@ impl<'a, D: Drain> Shutdown<'a, D> {
                 "forced close: cut what was still running"
             );
             // The cut requests report themselves as their guards are dropped.
-            let _ = tokio::time::timeout(CUT_REPORT_WAIT, inner.requests.wait()).await;
+            let _ = tokio::time::timeout(CUT_REPORT_WAIT, lifecycle.requests.wait()).await;
         }
         if anything_cut || cause == Forced::SecondSignal {
             Err(cause)
@@ -267,14 +262,11 @@ impl<'a, D: Drain> Shutdown<'a, D> {
     /// CleaningUp: the `on_signal` then the `on_shutdown` hooks.
     async fn clean_up(&mut self) {
         let started = Instant::now();
-        let terminus = self.terminus;
-        terminus
-            .inner
-            .phase
-            .enter(Phase::CleaningUp, "connections closed");
+        let lifecycle = self.lifecycle;
+        lifecycle.phase.enter(Phase::CleaningUp, "connections closed");
         let result = async {
-            run_hooks(terminus, HookStage::OnSignal, &mut self.progress).await?;
-            run_hooks(terminus, HookStage::OnShutdown, &mut self.progress).await
+            run_hooks(lifecycle, HookStage::OnSignal, self.progress).await?;
+            run_hooks(lifecycle, HookStage::OnShutdown, self.progress).await
         }
         .await;
         self.progress.durations.cleaning_up += started.elapsed();
@@ -283,30 +275,30 @@ impl<'a, D: Drain> Shutdown<'a, D> {
 
     /// Stopped: the outcome is published first, so that whoever sees Stopped finds it.
     fn finish(self) -> Outcome {
-        let inner = &self.terminus.inner;
+        let lifecycle = self.lifecycle;
         let skipped = self.progress.forced == Some(Forced::SecondSignal);
         // A second signal may skip the clean-up: the phase still passes through it.
-        inner.phase.enter(Phase::CleaningUp, "hooks skipped");
+        lifecycle.phase.enter(Phase::CleaningUp, "hooks skipped");
         let outcome = Outcome {
             reason: self.reason,
             forced: self.progress.forced,
-            requests_drained: inner.requests.drained(),
-            requests_cut: inner.requests.cut(),
+            requests_drained: lifecycle.requests.drained(),
+            requests_cut: lifecycle.requests.cut(),
             connections_cut: self.progress.connections_cut,
             tasks_cut: self.progress.tasks_cut,
             durations: self.progress.durations,
             hooks: self.progress.hooks.clone(),
-            fatal: self.terminus.fatal().map(str::to_owned),
-            policy: inner.config.exit_code_policy,
+            fatal: lifecycle.fatal.get().cloned(),
+            policy: lifecycle.config.exit_code_policy,
         };
         // Only the driver of the shutdown gets here, once: the slot is empty.
-        let _ = inner.outcome.set(outcome.clone());
+        let _ = lifecycle.outcome.set(outcome.clone());
         let reason = if skipped {
             "second signal: hooks skipped"
         } else {
             "cleanup done"
         };
-        inner.phase.enter(Phase::Stopped, reason);
+        lifecycle.phase.enter(Phase::Stopped, reason);
         // Text fields as `str`, as every other event writes them (quoted by `fmt`).
         let why = outcome.reason.to_string();
         tracing::info!(
@@ -332,23 +324,26 @@ impl<'a, D: Drain> Shutdown<'a, D> {
 /// Runs the hooks of one stage in order, each bounded by `cleanup_timeout`, skipping
 /// those a dropped `run` already finished. Stops early (with `Err`) when a second
 /// signal arrives; the hook then running is aborted.
-async fn run_hooks(terminus: &Terminus, stage: HookStage, progress: &mut Progress) -> Result<(), Forced> {
-    let inner = &terminus.inner;
-    let timeout = inner.config.cleanup_timeout;
-    for (index, hook) in inner.hooks.iter().enumerate() {
+async fn run_hooks(
+    lifecycle: Lifecycle<'_>,
+    stage: HookStage,
+    progress: &mut Progress,
+) -> Result<(), Forced> {
+    let timeout = lifecycle.config.cleanup_timeout;
+    for (index, hook) in lifecycle.hooks.iter().enumerate() {
         if hook.stage != stage || progress.hooks_done.contains(&index) {
             continue;
         }
         tokio::select! {
             biased;
-            _ = inner.force.cancelled() => return Err(Forced::SecondSignal),
+            _ = lifecycle.force.cancelled() => return Err(Forced::SecondSignal),
             result = hook.run(timeout) => {
                 progress.hooks.push(result);
                 progress.hooks_done.push(index);
             }
         }
     }
-    if inner.force.is_cancelled() {
+    if lifecycle.force.is_cancelled() {
         return Err(Forced::SecondSignal);
     }
     Ok(())
@@ -359,7 +354,7 @@ mod tests {
     use super::*;
     use crate::hooks::HookStatus;
     use crate::outcome::ShutdownReason;
-    use crate::server::ServerExt;
+    use crate::Terminus;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -827,17 +822,5 @@ mod tests {
         let outcome = terminus.run(AbortOnCut(Some(held))).await;
         assert_eq!((outcome.requests_drained, outcome.requests_cut), (100, 100));
         assert!(!outcome.is_graceful());
-    }
-
-    #[test]
-    fn building_installs_no_signal_handler() {
-        // Inside a runtime, as a library or a test would build one: SIGTERM must still
-        // be the default action, so nothing may be listening yet.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let terminus = runtime.block_on(async { Terminus::builder().build().unwrap() });
-        assert!(!terminus.inner.signals_installed());
     }
 }

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::health::{LifecycleState, ProbeRequest, Report};
+pub use crate::requests::ProbeMatcher;
 use crate::requests::{DescribeRequest, RequestGuard};
 use crate::terminus::Terminus;
 
@@ -69,15 +70,15 @@ impl ServerExt for Terminus {
     }
 
     fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
-        self.inner.requests.track(request)
+        Terminus::track_request(self, request)
     }
 
     fn track_requests_at_connections(&self) {
-        self.inner.requests.claim_for_server();
+        Terminus::track_requests_at_connections(self);
     }
 
     fn requests_tracked_by_server(&self) -> bool {
-        self.inner.requests.tracked_by_server()
+        Terminus::requests_tracked_by_server(self)
     }
 
     fn lifecycle_state(&self) -> LifecycleState {
@@ -89,28 +90,16 @@ impl ServerExt for Terminus {
     }
 
     fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>) {
-        crate::lock(&self.inner.probe_matchers).push(matcher);
+        Terminus::add_probe_matcher(self, matcher);
     }
 
     fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
-        crate::lock(&self.inner.probe_matchers).clone()
+        Terminus::probe_matchers(self)
     }
 
     fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {
-        if request.probe_kind() == Some(crate::CheckKind::Startup) {
-            return None;
-        }
-        self.inner
-            .health
-            .try_cached(request, Terminus::lifecycle_state(self))
+        Terminus::cached_probe(self, request)
     }
-}
-
-/// Recognises the requests a middleware answers as probes; see
-/// [`ServerExt::add_probe_matcher`].
-pub trait ProbeMatcher: Send + Sync + 'static {
-    /// Whether a request for `path` (without its query) is a probe.
-    fn is_probe(&self, path: &str) -> bool;
 }
 
 mod sealed {

@@ -10,14 +10,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::Builder;
+use crate::builder::{Builder, Parts};
 use crate::config::Config;
 use crate::health::{CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Report};
 use crate::hooks::Hook;
 use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
-use crate::requests::Requests;
+use crate::requests::{DescribeRequest, ProbeMatcher, RequestGuard, Requests};
+use crate::run::{Drain, Lifecycle, Progress, Shutdown};
+use crate::setting::ConfigError;
 use crate::signal::{self, Signal};
 use crate::tasks::TrackedTasks;
 
@@ -48,49 +50,76 @@ use crate::tasks::TrackedTasks;
 /// ```
 #[derive(Clone)]
 pub struct Terminus {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) hooks: Vec<Hook>,
-    pub(crate) phase: PhaseCell,
+struct Inner {
+    config: Config,
+    hooks: Vec<Hook>,
+    phase: PhaseCell,
     /// The first reason a shutdown was asked for; `None` until then.
     reason: Mutex<Option<ShutdownReason>>,
     /// Fires when a second signal (or `force()`) asks to skip the rest.
-    pub(crate) force: CancellationToken,
+    force: CancellationToken,
     fatal: OnceLock<String>,
-    startup: Startup,
+    startup: Mutex<Startup>,
     signals_installed: AtomicBool,
     /// A signal was received: the next one is a second signal.
     signaled: AtomicBool,
-    pub(crate) requests: Arc<Requests>,
-    pub(crate) tasks: Arc<TrackedTasks>,
-    /// Readiness fails while set (see `set_maintenance`). Acquire/Release pair the
-    /// switch with the probes that read it; nothing else is published with it.
+    requests: Arc<Requests>,
+    tasks: Arc<TrackedTasks>,
+    /// Readiness fails while set (see `set_maintenance`). Relaxed: probes read only the
+    /// flag itself, nothing is published with it, and the swap alone makes one of two
+    /// concurrent switches log.
     maintenance: AtomicBool,
     /// The shutdown's progress, locked by the `run` that drives it (see `run.rs`).
-    pub(crate) progress: tokio::sync::Mutex<crate::run::Progress>,
+    progress: tokio::sync::Mutex<Progress>,
     /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
-    pub(crate) outcome: OnceLock<Outcome>,
-    pub(crate) health: HealthRegistry,
+    outcome: OnceLock<Outcome>,
+    health: HealthRegistry,
     /// How the probe middleware recognises probes, for servers that track requests.
-    pub(crate) probe_matchers: Mutex<Vec<Arc<dyn crate::server::ProbeMatcher>>>,
+    probe_matchers: Mutex<Vec<Arc<dyn ProbeMatcher>>>,
 }
 
-/// What Serving waits for.
+/// What Serving waits for. One lock, not a flag per step: each step sets its flag and
+/// reads the others at once, so whichever step comes last sees them all. (With separate
+/// atomic flags, `mark_listeners_bound` and `mark_ready` on two threads could each
+/// store theirs, then load the other's stale value, and Serving would never begin.)
 #[derive(Default)]
 struct Startup {
-    listeners_bound: AtomicBool,
-    app_ready: AtomicBool,
+    listeners_bound: bool,
+    app_ready: bool,
     /// Every startup check passed once (`true` from the start when there are none).
-    checks_passed: AtomicBool,
+    checks_passed: bool,
     /// The task retrying startup checks was spawned.
-    runner_started: AtomicBool,
+    runner_started: bool,
+}
+
+impl Startup {
+    /// Everything startup needs except the startup checks.
+    fn prerequisites(&self, require_mark_ready: bool) -> bool {
+        self.listeners_bound && (!require_mark_ready || self.app_ready)
+    }
+
+    fn done(&self, require_mark_ready: bool) -> bool {
+        self.prerequisites(require_mark_ready) && self.checks_passed
+    }
 }
 
 /// How often startup checks are retried until they pass.
 const STARTUP_CHECK_RETRY: Duration = Duration::from_millis(500);
+
+impl Builder {
+    /// Validates the settings and creates the `Terminus`. Building has no effect on the
+    /// process: no signal handler is installed and no task is spawned until the server
+    /// runs (see [`Terminus::listen_for_signals`]).
+    ///
+    /// (Written here, with the rest of how a `Terminus` is made, so that `builder.rs`
+    /// need not import this file while this one imports it.)
+    pub fn build(self) -> Result<Terminus, ConfigError> {
+        self.validate().map(Terminus::from_parts)
+    }
+}
 
 impl fmt::Debug for Terminus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,15 +138,18 @@ impl Terminus {
         Builder::default()
     }
 
-    pub(crate) fn from_parts(
-        config: Config,
-        hooks: Vec<Hook>,
-        health: HealthRegistry,
-        phase: PhaseCell,
-    ) -> Terminus {
+    fn from_parts(parts: Parts) -> Terminus {
+        let Parts {
+            config,
+            hooks,
+            health,
+            phase,
+        } = parts;
         let startup_checks = health.has_kind(CheckKind::Startup);
-        let startup = Startup::default();
-        startup.checks_passed.store(!startup_checks, Ordering::Relaxed);
+        let startup = Startup {
+            checks_passed: !startup_checks,
+            ..Startup::default()
+        };
         Terminus {
             inner: Arc::new(Inner {
                 config,
@@ -126,7 +158,7 @@ impl Terminus {
                 reason: Mutex::new(None),
                 force: CancellationToken::new(),
                 fatal: OnceLock::new(),
-                startup,
+                startup: Mutex::new(startup),
                 signals_installed: AtomicBool::new(false),
                 signaled: AtomicBool::new(false),
                 requests: Arc::default(),
@@ -236,7 +268,7 @@ impl Terminus {
     /// assert!(!terminus.is_ready());
     /// ```
     pub fn set_maintenance(&self, on: bool) {
-        if self.inner.maintenance.swap(on, Ordering::AcqRel) != on {
+        if self.inner.maintenance.swap(on, Ordering::Relaxed) != on {
             tracing::info!(
                 target: "terminus",
                 maintenance = on,
@@ -250,7 +282,7 @@ impl Terminus {
 
     /// Whether [`set_maintenance(true)`](Terminus::set_maintenance) is in force.
     pub fn in_maintenance(&self) -> bool {
-        self.inner.maintenance.load(Ordering::Acquire)
+        self.inner.maintenance.load(Ordering::Relaxed)
     }
 
     /// `true` once startup is done: every listener bound, `mark_ready` called when
@@ -262,7 +294,7 @@ impl Terminus {
     /// Tells the `Terminus` the application finished its own startup (caches warm,
     /// migrations run). Only needed with `require_mark_ready(true)`.
     pub fn mark_ready(&self) {
-        self.inner.startup.app_ready.store(true, Ordering::Release);
+        lock(&self.inner.startup).app_ready = true;
         self.startup_progressed();
     }
 
@@ -285,18 +317,44 @@ impl Terminus {
         report
     }
 
+    /// See [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    pub(crate) fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {
+        // Only `probe` may mark startup as done.
+        if request.probe_kind() == Some(CheckKind::Startup) {
+            return None;
+        }
+        self.inner.health.try_cached(request, self.lifecycle_state())
+    }
+
+    /// See [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
+    pub(crate) fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>) {
+        lock(&self.inner.probe_matchers).push(matcher);
+    }
+
+    pub(crate) fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
+        lock(&self.inner.probe_matchers).clone()
+    }
+
     pub(crate) fn lifecycle_state(&self) -> LifecycleState {
+        let (prerequisites_met, startup_done) = {
+            let startup = lock(&self.inner.startup);
+            let require_mark_ready = self.inner.config.require_mark_ready;
+            (
+                startup.prerequisites(require_mark_ready),
+                startup.done(require_mark_ready),
+            )
+        };
         LifecycleState {
             phase: self.phase(),
             fatal: !self.is_live(),
-            prerequisites_met: self.inner.startup_prerequisites(),
-            startup_done: self.inner.startup_done(),
+            prerequisites_met,
+            startup_done,
             maintenance: self.in_maintenance(),
         }
     }
 
     pub(crate) fn mark_listeners_bound(&self) {
-        self.inner.startup.listeners_bound.store(true, Ordering::Release);
+        lock(&self.inner.startup).listeners_bound = true;
         self.startup_progressed();
     }
 
@@ -309,20 +367,22 @@ impl Terminus {
     /// prerequisites are met, a task runs them until they pass (or shutdown begins).
     fn drive_startup_checks(&self) {
         let inner = &self.inner;
-        if inner.startup.checks_passed.load(Ordering::Acquire) || !inner.startup_prerequisites() {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err()
-            || inner.startup.runner_started.swap(true, Ordering::AcqRel)
         {
-            return;
+            let mut startup = lock(&inner.startup);
+            if startup.checks_passed
+                || !startup.prerequisites(inner.config.require_mark_ready)
+                || startup.runner_started
+                || tokio::runtime::Handle::try_current().is_err()
+            {
+                return;
+            }
+            startup.runner_started = true;
         }
         let weak: Weak<Inner> = Arc::downgrade(inner);
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                if inner.phase.get().is_shutting_down() || inner.startup.checks_passed.load(Ordering::Acquire)
-                {
+                if inner.phase.get().is_shutting_down() || lock(&inner.startup).checks_passed {
                     return;
                 }
                 let terminus = Terminus { inner };
@@ -338,6 +398,19 @@ impl Terminus {
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.requests.in_flight()
+    }
+
+    /// See [`ServerExt::track_request`](crate::server::ServerExt::track_request).
+    pub(crate) fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
+        self.inner.requests.track(request)
+    }
+
+    pub(crate) fn track_requests_at_connections(&self) {
+        self.inner.requests.claim_for_server();
+    }
+
+    pub(crate) fn requests_tracked_by_server(&self) -> bool {
+        self.inner.requests.tracked_by_server()
     }
 
     /// Spawns work that Closing waits for (a queue consumer finishing its batch, a
@@ -374,7 +447,8 @@ impl Terminus {
     /// call it earlier to catch a signal that arrives during startup. Must be called
     /// inside a Tokio runtime.
     pub fn listen_for_signals(&self) {
-        if self.inner.signals_installed.swap(true, Ordering::AcqRel) {
+        // Relaxed: the swap alone decides which call installs; nothing is published with it.
+        if self.inner.signals_installed.swap(true, Ordering::Relaxed) {
             return;
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
@@ -386,6 +460,54 @@ impl Terminus {
                 inner.on_signal(signal);
             }
         });
+    }
+
+    /// Waits for a shutdown to start (signal, [`shutdown`](Self::shutdown), fatal error),
+    /// then drives it to the end and returns what happened:
+    ///
+    /// 1. **Draining** for `drain_delay`, running `before_shutdown` hooks meanwhile;
+    /// 2. **Closing**: `drain.close()`, then wait for zero requests in flight, zero
+    ///    tracked tasks and `drain.closed()`, at most `drain_timeout`; then cut the rest;
+    /// 3. **CleaningUp**: `on_signal` then `on_shutdown` hooks, each within
+    ///    `cleanup_timeout`;
+    /// 4. **Stopped**: the [`Outcome`] is published, then the phase changes.
+    ///
+    /// A second signal (or [`force`](Self::force)) at any point cuts everything at once
+    /// and skips the remaining hooks. `run` installs the signal handlers (see
+    /// [`listen_for_signals`](Self::listen_for_signals)) and starts the background
+    /// health checks. It drives one shutdown: a concurrent call waits for the first to
+    /// finish and returns the same outcome, and a later call returns it at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the `Terminus` usable, whatever await it was at.
+    /// Before a shutdown starts, nothing has happened: a later `run` waits for it as
+    /// this one would have. During a shutdown, the steps stop where they are (a hook
+    /// then running is aborted) and what was done is kept: a later (or an already
+    /// waiting) `run` goes on from there, with the remaining drain delay and drain
+    /// timeout, without repeating a finished hook, and with its own `drain` (the
+    /// dropped one's connections went with it). Until some `run` finishes,
+    /// [`outcome`](Self::outcome) waits.
+    pub async fn run(&self, drain: impl Drain) -> Outcome {
+        // Held until this future ends or is dropped: one driver at a time, and a
+        // waiting `run` takes over from a dropped one.
+        let mut progress = self.inner.progress.lock().await;
+        if let Some(outcome) = self.inner.outcome.get() {
+            return outcome.clone();
+        }
+        if progress.first_announcement() {
+            self.inner.config.log_effective();
+        }
+        self.listen_for_signals();
+        self.inner.health.start_background();
+        self.token().cancelled().await;
+
+        let reason = self
+            .shutdown_reason()
+            .unwrap_or_else(|| ShutdownReason::from("unknown"));
+        Shutdown::new(self.inner.lifecycle(), reason, drain, &mut progress)
+            .run()
+            .await
     }
 
     /// Waits until the shutdown is complete and returns its [`Outcome`]: the same one
@@ -417,23 +539,32 @@ fn unreachable_outcome() -> Outcome {
 }
 
 impl Inner {
+    /// The parts of this `Terminus` a shutdown uses (see `run.rs`).
+    fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            config: &self.config,
+            hooks: &self.hooks,
+            phase: &self.phase,
+            force: &self.force,
+            requests: &self.requests,
+            tasks: &self.tasks,
+            fatal: &self.fatal,
+            outcome: &self.outcome,
+        }
+    }
+
     #[cfg(test)]
-    pub(crate) fn signals_installed(&self) -> bool {
-        self.signals_installed.load(Ordering::Acquire)
+    fn signals_installed(&self) -> bool {
+        self.signals_installed.load(Ordering::Relaxed)
     }
 
     fn startup_done(&self) -> bool {
-        self.startup_prerequisites() && self.startup.checks_passed.load(Ordering::Acquire)
-    }
-
-    /// Everything startup needs except the startup checks.
-    fn startup_prerequisites(&self) -> bool {
-        self.startup.listeners_bound.load(Ordering::Acquire)
-            && (!self.config.require_mark_ready || self.startup.app_ready.load(Ordering::Acquire))
+        lock(&self.startup).done(self.config.require_mark_ready)
     }
 
     fn startup_checks_pass(&self) {
-        if !self.startup.checks_passed.swap(true, Ordering::AcqRel) {
+        let first = !std::mem::replace(&mut lock(&self.startup).checks_passed, true);
+        if first {
             tracing::info!(target: "terminus", "startup checks passed");
             self.maybe_serving();
         }
@@ -451,7 +582,9 @@ impl Inner {
     /// process that shut itself down fails its probes: that SIGTERM asks for what is
     /// already under way, not for haste.
     fn on_signal(&self, signal: Signal) {
-        if !self.signaled.swap(true, Ordering::AcqRel) {
+        // Relaxed: the swap alone tells the first signal from a second; what the first
+        // one starts is published by `request_shutdown`'s lock and the phase.
+        if !self.signaled.swap(true, Ordering::Relaxed) {
             if self.phase.get().is_shutting_down() {
                 tracing::info!(
                     target: "terminus", signal = signal.name(),
@@ -523,5 +656,17 @@ mod tests {
         patient.inner.on_signal(Signal::Term);
         patient.inner.on_signal(Signal::Term);
         assert!(!patient.inner.force.is_cancelled());
+    }
+
+    #[test]
+    fn building_installs_no_signal_handler() {
+        // Inside a runtime, as a library or a test would build one: SIGTERM must still
+        // be the default action, so nothing may be listening yet.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let terminus = runtime.block_on(async { Terminus::builder().build().unwrap() });
+        assert!(!terminus.inner.signals_installed());
     }
 }

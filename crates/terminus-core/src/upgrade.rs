@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, Source};
+use crate::setting::{ConfigError, Source, MAX_DURATION};
 use crate::signal::Signal;
 
 /// Environment variable for [`UpgradeSettings::signal`], e.g. `SIGUSR2` (the default).
@@ -94,7 +94,7 @@ impl UpgradeSettings {
     /// (feature `upgrade`): without it, `SIGUSR2` may well be a shutdown signal.
     #[cfg_attr(not(feature = "upgrade"), allow(dead_code))]
     pub(crate) fn validate(&self, shutdown_signals: &[Signal]) -> Result<(), ConfigError> {
-        if self.timeout.is_zero() || self.timeout > crate::env::MAX_DURATION {
+        if self.timeout.is_zero() || self.timeout > MAX_DURATION {
             return Err(ConfigError::new(
                 "upgrade_timeout",
                 "must be greater than zero and at most 1 day",

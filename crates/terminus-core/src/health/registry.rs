@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
 use crate::health::check::{Check, CheckContext, CheckKind, CheckResult};
 use crate::health::error::CheckError;
 use crate::health::report::{CheckReport, Gate, HealthStatus, Report};
 use crate::health::request::{LifecycleState, ProbeRequest, Selection, LIFECYCLE_CHECK};
 use crate::lock;
 use crate::phase::Phase;
+use crate::setting::ConfigError;
 
 /// The named checks of one server, and the machinery that runs them.
 ///
@@ -188,14 +188,16 @@ impl HealthRegistry {
     /// when the last clone of the registry is dropped.
     pub fn start_background(&self) {
         // Every probe calls this: once started, a plain load answers, without the
-        // runtime lookup and the read-modify-write below.
-        if self.inner.background_started.load(Ordering::Acquire) {
+        // runtime lookup and the read-modify-write below. Relaxed, here and in the swap:
+        // the swap alone makes one caller spawn the loops, and the flag publishes
+        // nothing else (the loops own what they use).
+        if self.inner.background_started.load(Ordering::Relaxed) {
             return;
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        if self.inner.background_started.swap(true, Ordering::AcqRel) {
+        if self.inner.background_started.swap(true, Ordering::Relaxed) {
             return;
         }
         for entry in &self.inner.entries {
@@ -489,7 +491,13 @@ impl Entry {
             }
         };
         let duration = started.elapsed();
-        crate::metrics::check_ran(&self.check.name, duration, result.as_ref().err());
+        let label = match &result {
+            Ok(_) => "pass",
+            Err(error) if error.is_timeout() => "timeout",
+            Err(error) if error.is_panic() => "panic",
+            Err(_) => "fail",
+        };
+        crate::metrics::check_ran(&self.check.name, duration, label);
         let finished = Instant::now();
         let tolerated = {
             let mut slot = lock(&self.slot);
@@ -608,6 +616,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    // The tests' counters and flags are Relaxed: each is read after the awaited run
+    // that wrote it, and publishes nothing else.
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
@@ -617,7 +627,7 @@ mod tests {
         Check::new(name, move |_| {
             let runs = Arc::clone(&runs);
             async move {
-                runs.fetch_add(1, Ordering::SeqCst);
+                runs.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
                 Ok(None)
             }
@@ -643,15 +653,15 @@ mod tests {
         for probe in probes {
             assert_eq!(probe.await.unwrap().status, HealthStatus::Pass);
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "single flight");
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "single flight");
 
         let report = registry.run(&readiness(), LifecycleState::serving()).await;
         assert!(report.checks[0].cached);
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "served from the cache");
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "served from the cache");
 
         tokio::time::advance(DEFAULT_TTL_PLUS).await;
         registry.run(&readiness(), LifecycleState::serving()).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 2, "the cache expired");
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "the cache expired");
     }
 
     const DEFAULT_TTL_PLUS: Duration = Duration::from_millis(1001);
@@ -720,7 +730,7 @@ mod tests {
             .exclude("nope")
             .exclude("");
         let report = registry.run(&request, LifecycleState::serving()).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert_eq!(runs.load(Ordering::Relaxed), 0);
         assert!(report.checks[0].excluded);
         assert_eq!(report.unknown_excluded, vec!["nope".to_owned()]);
     }
@@ -733,7 +743,7 @@ mod tests {
         let report = registry.run(&readiness(), draining).await;
         assert_eq!(report.status, HealthStatus::Fail);
         assert!(report.gate.shutting_down);
-        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert_eq!(runs.load(Ordering::Relaxed), 0);
         let live = registry
             .run(&ProbeRequest::kind(CheckKind::Liveness), draining)
             .await;
@@ -753,16 +763,20 @@ mod tests {
         .unwrap();
         registry.start_background();
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let report = registry.run(&readiness(), LifecycleState::serving()).await;
         assert!(report.checks[0].cached);
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
         drop(registry);
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 2, "the loop stops with the registry");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "the loop stops with the registry"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -770,7 +784,7 @@ mod tests {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = Arc::clone(&failing);
         let registry = HealthRegistry::new([Check::new("db", move |_| {
-            let failing = flag.load(Ordering::SeqCst);
+            let failing = flag.load(Ordering::Relaxed);
             async move {
                 if failing {
                     Err(CheckError::new("down"))
@@ -798,9 +812,9 @@ mod tests {
         let report = probe().await;
         assert_eq!(report.status, HealthStatus::Fail, "3+ failures over 10 s");
         assert_eq!(report.checks[0].error.as_ref().unwrap().message(), "down");
-        failing.store(false, Ordering::SeqCst);
+        failing.store(false, Ordering::Relaxed);
         assert_eq!(probe().await.status, HealthStatus::Pass);
-        failing.store(true, Ordering::SeqCst);
+        failing.store(true, Ordering::Relaxed);
         assert_eq!(
             probe().await.status,
             HealthStatus::Warn,
