@@ -47,6 +47,7 @@
 
 mod builder;
 mod health_service;
+mod state;
 mod until_draining;
 mod watch;
 
