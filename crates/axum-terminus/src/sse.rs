@@ -5,7 +5,7 @@
 //! the last event sets how long it waits first, which gives the balancer time to take
 //! this instance out of rotation. Wrap the event stream in
 //! [`stream::until_draining`](crate::stream::until_draining) and give it
-//! [`reconnect_event`] as its [`final_event`](UntilDraining::final_event).
+//! [`reconnect_event`] as its [`final_event`](FinalEvent::final_event).
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -13,7 +13,8 @@
 //! use axum::response::sse::{Event, KeepAlive, Sse};
 //! use axum::{extract::State, response::IntoResponse, routing::get, Router};
 //! use axum_terminus::stream::until_draining;
-//! use axum_terminus::{sse, Terminus, TerminusLayer};
+//! use axum_terminus::sse::{self, FinalEvent};
+//! use axum_terminus::{Terminus, TerminusLayer};
 //! use futures_util::stream;
 //!
 //! async fn events(State(terminus): State<Terminus>) -> impl IntoResponse {
@@ -60,12 +61,20 @@ pub fn reconnect_event(retry: Duration) -> Event {
         .retry(retry)
 }
 
-impl<S, E> UntilDraining<S>
+/// [`final_event`](FinalEvent::final_event) on an event stream wrapped in
+/// [`until_draining`](crate::stream::until_draining): `final_item(Ok(event))`, said
+/// the SSE way.
+pub trait FinalEvent {
+    /// The event sent when Draining ends the stream, e.g. [`reconnect_event`].
+    #[must_use = "streams do nothing unless polled"]
+    fn final_event(self, event: Event) -> Self;
+}
+
+impl<S, E> FinalEvent for UntilDraining<S>
 where
     S: Stream<Item = Result<Event, E>>,
 {
-    /// The event sent when Draining ends the stream, e.g. [`reconnect_event`].
-    pub fn final_event(self, event: Event) -> Self {
+    fn final_event(self, event: Event) -> Self {
         self.final_item(Ok(event))
     }
 }

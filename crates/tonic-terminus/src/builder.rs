@@ -1,5 +1,6 @@
 //! [`HealthServiceBuilder`]: which gRPC service names the health service knows, and
-//! what each one reports.
+//! what each one reports; and the two ways to a [`HealthService`],
+//! [`HealthService::new`] and [`HealthService::builder`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,11 +9,35 @@ use std::time::Duration;
 use terminus_core::health::{CheckKind, ProbeRequest};
 use terminus_core::{ConfigError, Terminus};
 
-use crate::health_service::{HealthService, Shared, Target};
+use crate::health_service::HealthService;
+use crate::state::{HealthState, Target};
 
 /// Default [`HealthServiceBuilder::watch_interval`]: the registry's default cache TTL, so a
 /// `Watch` sees each fresh result and never runs a check more often than probes do.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+impl HealthService {
+    /// A builder, to map service names to checks or probes.
+    pub fn builder(terminus: &Terminus) -> HealthServiceBuilder {
+        HealthServiceBuilder::new(terminus)
+    }
+
+    /// The service with only `""` (the server's readiness) known.
+    pub fn new(terminus: &Terminus) -> HealthService {
+        HealthService {
+            state: Arc::new(HealthState {
+                terminus: terminus.clone(),
+                services: HashMap::from([(String::new(), readiness())]),
+                watch_interval: DEFAULT_WATCH_INTERVAL,
+            }),
+        }
+    }
+}
+
+/// What `""`, the server as a whole, reports.
+fn readiness() -> Target {
+    Target::Probe(ProbeRequest::kind(CheckKind::Readiness))
+}
 
 /// Builds a [`HealthService`]: the empty name (`""`, the server as a whole) is always
 /// known and reports readiness; every other name is unknown until mapped here.
@@ -50,7 +75,7 @@ enum Mapping {
 }
 
 impl HealthServiceBuilder {
-    pub(crate) fn new(terminus: &Terminus) -> HealthServiceBuilder {
+    fn new(terminus: &Terminus) -> HealthServiceBuilder {
         HealthServiceBuilder {
             terminus: terminus.clone(),
             services: Vec::new(),
@@ -109,10 +134,7 @@ impl HealthServiceBuilder {
             return Err(ConfigError::new("watch_interval", "must be greater than zero"));
         }
         let mut services = HashMap::with_capacity(self.services.len() + 1);
-        services.insert(
-            String::new(),
-            Target::Probe(ProbeRequest::kind(CheckKind::Readiness)),
-        );
+        services.insert(String::new(), readiness());
         for (name, mapping) in self.services {
             let target = match mapping {
                 Mapping::Probe(kind) => Target::Probe(ProbeRequest::kind(kind)),
@@ -144,7 +166,7 @@ impl HealthServiceBuilder {
             services.insert(name, target);
         }
         Ok(HealthService {
-            shared: Arc::new(Shared {
+            state: Arc::new(HealthState {
                 terminus: self.terminus,
                 services,
                 watch_interval: self.watch_interval,

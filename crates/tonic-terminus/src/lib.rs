@@ -6,7 +6,9 @@
 //!   the checks (or the whole probe) you give them; from Draining on every service is
 //!   `NOT_SERVING`, and `Watch` streams say so and end, so no watcher holds the drain.
 //! - [`until_draining`]: wraps a server-streaming response so that it ends at Draining
-//!   with `UNAVAILABLE`, which tells the client to call again elsewhere.
+//!   with `UNAVAILABLE`, which tells the client to call again elsewhere. It returns
+//!   terminus-core's generic [`UntilDraining`] (axum-terminus's SSE streams use the same
+//!   type); [`DrainingStatus::status`] sets another final status.
 //!
 //! Serve the tonic `Routes` with `axum_terminus::Server` (`http2_only()` for a gRPC-only
 //! port, or HTTP/1 and HTTP/2 with axum routes beside): it sends GOAWAY at Draining,
@@ -47,12 +49,14 @@
 
 mod builder;
 mod health_service;
+mod state;
 mod until_draining;
 mod watch;
 
 pub use builder::{HealthServiceBuilder, DEFAULT_WATCH_INTERVAL};
 pub use health_service::HealthService;
-pub use until_draining::{until_draining, UntilDraining, DRAINING_MESSAGE};
+pub use terminus_core::UntilDraining;
+pub use until_draining::{until_draining, DrainingStatus, DRAINING_MESSAGE};
 pub use watch::WatchStream;
 
 /// The `grpc.health.v1` messages, client and server that tonic-health generates, for

@@ -3,9 +3,14 @@
 //!
 //! A server stream counts as in flight until it ends, so an endless one holds Closing
 //! until `drain_timeout` and is then cut (the client sees the connection reset, or
-//! `CANCELLED`, with no hint that retrying is safe). Wrapped in [`UntilDraining`], it
+//! `CANCELLED`, with no hint that retrying is safe). Wrapped by [`until_draining`], it
 //! ends when Draining begins, with a status clients and retry policies treat as
 //! "try again elsewhere", while the balancer is still taking the instance out.
+//!
+//! The wrapper is terminus-core's generic [`UntilDraining`] (the one axum-terminus
+//! uses for SSE), with `Err(UNAVAILABLE)` as its final item;
+//! [`final_item`](UntilDraining::final_item) or [`DrainingStatus::status`] sets
+//! another one.
 //!
 //! ```
 //! use std::pin::Pin;
@@ -24,98 +29,54 @@
 //! # let _ = ticks;
 //! ```
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use futures_core::Stream;
-use pin_project_lite::pin_project;
-use terminus_core::Terminus;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use terminus_core::{Terminus, UntilDraining};
 use tonic::Status;
 
 /// The message of the status [`until_draining`] ends a stream with.
 pub const DRAINING_MESSAGE: &str = "server is shutting down; retry on another instance";
 
 /// Wraps a server-streaming response so that it ends when `terminus` begins Draining
-/// (at once if it already has): the items so far, then `Err(Status::unavailable(..))`
-/// (see [`UntilDraining::status`] for another status), then the end. A stream that ends
-/// by itself before Draining ends as it would have.
+/// (at once if it already has): the items so far, then
+/// `Err(Status::unavailable(`[`DRAINING_MESSAGE`]`))` (see [`DrainingStatus::status`]
+/// for another status), then the end. A stream that ends by itself before Draining
+/// ends as it would have. Draining is checked before each item, so a stream that
+/// always has an item ready still ends promptly.
 pub fn until_draining<S, T>(stream: S, terminus: &Terminus) -> UntilDraining<S>
 where
     S: Stream<Item = Result<T, Status>>,
 {
-    UntilDraining {
-        inner: stream,
-        draining: Box::pin(terminus.token().cancelled_owned()),
-        last: Some(Status::unavailable(DRAINING_MESSAGE)),
-        ended: false,
-    }
+    terminus_core::until_draining(stream, terminus).final_item(Err(Status::unavailable(DRAINING_MESSAGE)))
 }
 
-pin_project! {
-    /// A server stream that yields its inner stream's items until Draining begins, then
-    /// a last error status (`UNAVAILABLE` unless [`status`](UntilDraining::status)
-    /// says otherwise) and the end. Draining is checked before each item, so a stream
-    /// that always has an item ready still ends promptly.
-    #[must_use = "streams do nothing unless polled"]
-    pub struct UntilDraining<S> {
-        #[pin]
-        inner: S,
-        draining: Pin<Box<WaitForCancellationFutureOwned>>,
-        last: Option<Status>,
-        ended: bool,
-    }
-}
-
-impl<S> UntilDraining<S> {
+/// [`status`](DrainingStatus::status) on a server stream wrapped by
+/// [`until_draining`]: `final_item(Err(status))`, said the gRPC way.
+///
+/// ```
+/// use futures_core::Stream;
+/// use terminus_core::Terminus;
+/// use tonic::Status;
+/// use tonic_terminus::{until_draining, DrainingStatus};
+///
+/// fn ticks(terminus: &Terminus) -> impl Stream<Item = Result<String, Status>> {
+///     let forever = futures_util::stream::repeat_with(|| Ok("tick".to_owned()));
+///     // Ends with ABORTED instead of UNAVAILABLE.
+///     until_draining(forever, terminus).status(Status::aborted("moving"))
+/// }
+/// # let _ = ticks;
+/// ```
+pub trait DrainingStatus {
     /// The status sent when Draining ends the stream, instead of `UNAVAILABLE`.
-    pub fn status(mut self, status: Status) -> Self {
-        self.last = Some(status);
-        self
-    }
+    #[must_use = "streams do nothing unless polled"]
+    fn status(self, status: Status) -> Self;
 }
 
-impl<S, T> Stream for UntilDraining<S>
+impl<S, T> DrainingStatus for UntilDraining<S>
 where
     S: Stream<Item = Result<T, Status>>,
 {
-    type Item = Result<T, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        if *this.ended {
-            return Poll::Ready(None);
-        }
-        if this.draining.as_mut().poll(cx).is_ready() {
-            *this.ended = true;
-            return Poll::Ready(this.last.take().map(Err));
-        }
-        let next = this.inner.poll_next(cx);
-        if let Poll::Ready(None) = next {
-            *this.ended = true;
-        }
-        next
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.ended {
-            return (0, Some(0));
-        }
-        // Draining may end it at any time, after one more item.
-        let upper = self.inner.size_hint().1.and_then(|upper| upper.checked_add(1));
-        (0, upper)
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for UntilDraining<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UntilDraining")
-            .field("inner", &self.inner)
-            .field("status", &self.last.as_ref().map(Status::code))
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
+    fn status(self, status: Status) -> Self {
+        self.final_item(Err(status))
     }
 }
 

@@ -16,24 +16,24 @@ use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::HealthCheckResponse;
 
-use crate::health_service::{Shared, Target};
+use crate::state::{HealthState, Target};
 
 /// The stream a `Watch` call answers with.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 struct Watcher {
-    shared: Arc<Shared>,
+    state: Arc<HealthState>,
     target: Option<Target>,
     phases: watch::Receiver<Phase>,
     last: Option<ServingStatus>,
     ended: bool,
 }
 
-pub(crate) fn watch_stream(shared: Arc<Shared>, service: String) -> WatchStream {
+pub(crate) fn watch_stream(state: Arc<HealthState>, service: String) -> WatchStream {
     let watcher = Watcher {
-        target: shared.services.get(&service).cloned(),
-        phases: shared.terminus.subscribe(),
-        shared,
+        target: state.services.get(&service).cloned(),
+        phases: state.terminus.subscribe(),
+        state,
         last: None,
         ended: false,
     };
@@ -59,10 +59,10 @@ impl Watcher {
             // then seen on the next wait instead of being missed.
             self.phases.borrow_and_update();
             let status = match &self.target {
-                Some(target) => self.shared.status(target).await,
+                Some(target) => self.state.status(target).await,
                 None => ServingStatus::ServiceUnknown,
             };
-            if self.shared.terminus.phase().is_shutting_down() {
+            if self.state.terminus.phase().is_shutting_down() {
                 self.ended = true;
                 // A known service's last word is NOT_SERVING, an unknown one's
                 // SERVICE_UNKNOWN; either is sent only if it was not the last one sent.
@@ -93,7 +93,7 @@ impl Watcher {
         }
         tokio::select! {
             changed = self.phases.changed() => changed.is_ok(),
-            () = tokio::time::sleep(self.shared.watch_interval) => true,
+            () = tokio::time::sleep(self.state.watch_interval) => true,
         }
     }
 }

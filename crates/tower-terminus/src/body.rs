@@ -1,14 +1,15 @@
-//! [`TerminusBody`]: the response body, holding the request's guard until it ends.
+//! [`TerminusBody`]: the response body, holding the request's guard until it ends;
+//! and [`LayerRequest`], what the guard knows of the request.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
+use http::{Method, Request, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use terminus_core::RequestGuard;
-
-use crate::service::LayerRequest;
+use terminus_core::{DescribeRequest, RequestGuard};
 
 pin_project! {
     /// The response body of [`TerminusService`](crate::TerminusService).
@@ -20,14 +21,14 @@ pin_project! {
     /// tower-http's `TimeoutLayer` needs for the responses it makes up.
     pub struct TerminusBody<B> {
         #[pin]
-        kind: Kind<B>,
+        kind: BodyKind<B>,
         guard: Option<Box<RequestGuard<LayerRequest>>>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
+    #[project = BodyKindProj]
+    enum BodyKind<B> {
         Inner { #[pin] body: B },
         Full { bytes: Option<Bytes> },
     }
@@ -43,14 +44,14 @@ impl<B> TerminusBody<B> {
         // request now: nothing will ever poll it to its end.
         let guard = guard.filter(|_| !body.is_end_stream());
         TerminusBody {
-            kind: Kind::Inner { body },
+            kind: BodyKind::Inner { body },
             guard,
         }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
         TerminusBody {
-            kind: Kind::Full {
+            kind: BodyKind::Full {
                 bytes: (!bytes.is_empty()).then_some(bytes),
             },
             guard: None,
@@ -78,7 +79,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Inner { body } => {
+            BodyKindProj::Inner { body } => {
                 let frame = ready!(body.poll_frame(cx));
                 match &frame {
                     // The end of the body or an error ends the request.
@@ -89,23 +90,23 @@ where
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Full { bytes } => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            BodyKindProj::Full { bytes } => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
         }
     }
 
     #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Full { bytes } => bytes.is_none(),
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Full { bytes } => bytes.is_none(),
         }
     }
 
     #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Full { bytes } => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Full { bytes } => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -115,5 +116,51 @@ impl<B> std::fmt::Debug for TerminusBody<B> {
         f.debug_struct("TerminusBody")
             .field("tracked", &self.guard.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// The protocol as the server's events name it (`HTTP/1.1`, `HTTP/2`).
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
+/// What the layer knows of a request it tracks, for the report if it is cut. (The peer
+/// is known only to the server.)
+pub(crate) struct LayerRequest {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    started: Instant,
+}
+
+impl LayerRequest {
+    /// What to report of `request` if it is cut, from now on.
+    pub(crate) fn new<B>(request: &Request<B>) -> LayerRequest {
+        LayerRequest {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl DescribeRequest for LayerRequest {
+    fn report_cut(&self) {
+        tracing::warn!(
+            target: "terminus",
+            protocol = protocol(self.version),
+            method = %self.method,
+            path = %self.uri.path(),
+            age_ms = self.started.elapsed().as_millis() as u64,
+            "request cut at the drain deadline"
+        );
     }
 }

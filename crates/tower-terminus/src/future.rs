@@ -3,36 +3,33 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{header, HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use terminus_core::RequestGuard;
+use terminus_core::{RequestGuard, Terminus};
 
-use crate::body::TerminusBody;
-use crate::layer::Shared;
+use crate::body::{LayerRequest, TerminusBody};
 use crate::probe::ProbeFuture;
-use crate::service::LayerRequest;
 
 pin_project! {
     /// The response future of [`TerminusService`](crate::TerminusService).
     pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F, B>,
+        kind: FutureKind<F, B>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B> {
+    #[project = FutureKindProj]
+    enum FutureKind<F, B> {
         Inner {
             #[pin]
             future: F,
             guard: Option<Box<RequestGuard<LayerRequest>>>,
             version: Version,
-            shared: Arc<Shared>,
+            terminus: Terminus,
         },
         Probe {
             future: ProbeFuture,
@@ -47,21 +44,21 @@ impl<F, B> ResponseFuture<F, B> {
         future: F,
         guard: Option<Box<RequestGuard<LayerRequest>>>,
         version: Version,
-        shared: Arc<Shared>,
+        terminus: Terminus,
     ) -> Self {
         ResponseFuture {
-            kind: Kind::Inner {
+            kind: FutureKind::Inner {
                 future,
                 guard,
                 version,
-                shared,
+                terminus,
             },
         }
     }
 
     pub(crate) fn probe(future: ProbeFuture) -> Self {
         ResponseFuture {
-            kind: Kind::Probe {
+            kind: FutureKind::Probe {
                 future,
                 body: PhantomData,
             },
@@ -79,15 +76,15 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner {
+            FutureKindProj::Inner {
                 future,
                 guard,
                 version,
-                shared,
+                terminus,
             } => {
                 // An error drops the guard with the future: the request is over.
                 let mut response = ready!(future.poll(cx))?;
-                if shared.terminus.phase().is_shutting_down() && wants_connection_close(*version, &response) {
+                if terminus.phase().is_shutting_down() && wants_connection_close(*version, &response) {
                     response
                         .headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -95,7 +92,7 @@ where
                 let guard = guard.take();
                 Poll::Ready(Ok(response.map(|body| TerminusBody::inner(body, guard))))
             }
-            KindProj::Probe { future, .. } => {
+            FutureKindProj::Probe { future, .. } => {
                 let response = ready!(Pin::new(future).poll(cx));
                 Poll::Ready(Ok(response.map(TerminusBody::full)))
             }
@@ -106,8 +103,8 @@ where
 impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Probe { .. } => "probe",
+            FutureKind::Inner { .. } => "inner",
+            FutureKind::Probe { .. } => "probe",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)

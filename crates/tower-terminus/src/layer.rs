@@ -13,7 +13,7 @@ use tower_layer::Layer;
 
 use crate::probe::{ProbeRoutes, Route, Target};
 use crate::render::{ProbeFormat, RenderSettings};
-use crate::service::TerminusService;
+use crate::service::{LayerState, TerminusService};
 
 /// Default liveness path.
 pub const DEFAULT_LIVENESS_PATH: &str = "/livez";
@@ -50,13 +50,7 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// ```
 #[derive(Clone)]
 pub struct TerminusLayer {
-    shared: Arc<Shared>,
-}
-
-/// What every clone of the service shares.
-pub(crate) struct Shared {
-    pub(crate) terminus: Terminus,
-    pub(crate) probes: Arc<ProbeRoutes>,
+    state: Arc<LayerState>,
 }
 
 impl TerminusLayer {
@@ -91,7 +85,7 @@ impl TerminusLayer {
 
     /// The `Terminus` this layer reports on.
     pub fn terminus(&self) -> &Terminus {
-        &self.shared.terminus
+        &self.state.terminus
     }
 }
 
@@ -99,14 +93,14 @@ impl<S> Layer<S> for TerminusLayer {
     type Service = TerminusService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TerminusService::new(inner, Arc::clone(&self.shared))
+        TerminusService::new(inner, Arc::clone(&self.state))
     }
 }
 
 impl fmt::Debug for TerminusLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TerminusLayer")
-            .field("probes", &self.shared.probes)
+            .field("probes", &self.state.probes)
             .finish_non_exhaustive()
     }
 }
@@ -424,7 +418,7 @@ impl TerminusLayerBuilder {
             path.as_ref().map(|path| Route {
                 path: path.clone(),
                 name: name.to_owned(),
-                target: Target::Kind(kind),
+                target: Target::BuiltIn(kind),
                 single: health
                     .names()
                     .filter(|check| health.contains_kind(kind, check))
@@ -472,7 +466,7 @@ impl TerminusLayerBuilder {
         self.terminus
             .add_probe_matcher(Arc::clone(&probes) as Arc<dyn ProbeMatcher>);
         TerminusLayer {
-            shared: Arc::new(Shared {
+            state: Arc::new(LayerState {
                 terminus: self.terminus,
                 probes,
             }),

@@ -67,7 +67,7 @@ type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sy
 #[derive(Clone, Debug)]
 pub(crate) enum Target {
     /// A built-in probe: `/livez`, `/readyz`, `/startupz`, `/healthz`.
-    Kind(CheckKind),
+    BuiltIn(CheckKind),
     /// A terminus-style path running the named checks.
     Checks(Arc<[String]>),
 }
@@ -227,7 +227,7 @@ impl ProbeRoutes {
             return None;
         }
         self.routes.iter().find_map(|route| {
-            if !matches!(route.target, Target::Kind(_)) {
+            if !matches!(route.target, Target::BuiltIn(_)) {
                 return None;
             }
             let prefix = path.get(..route.path.len())?;
@@ -265,7 +265,7 @@ impl ProbeRoutes {
         };
         let (route, probe, single, show_gate) = match matched {
             Matched::Route(route) => match &route.target {
-                Target::Kind(kind) => (route, ProbeRequest::kind(*kind), route.single, true),
+                Target::BuiltIn(kind) => (route, ProbeRequest::kind(*kind), route.single, true),
                 Target::Checks(names) => (
                     route,
                     ProbeRequest::checks(names.iter().cloned())
@@ -275,7 +275,7 @@ impl ProbeRoutes {
                 ),
             },
             Matched::Check(route, encoded) => {
-                let Target::Kind(kind) = route.target else {
+                let Target::BuiltIn(kind) = route.target else {
                     return ProbeFuture::Ready(Some(self.not_found(head)));
                 };
                 // A path segment: `%XX` decoded, `+` is a plus (RFC 3986, not a form).
@@ -544,7 +544,7 @@ mod tests {
         let route = |path: &str| Route {
             path: path.to_owned(),
             name: String::new(),
-            target: Target::Kind(CheckKind::Readiness),
+            target: Target::BuiltIn(CheckKind::Readiness),
             single: false,
         };
         let routes = [route("/livez"), route("/readyz"), route("/Health")];

@@ -3,17 +3,16 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response};
 use http_body::Body;
 use terminus_core::server::ServerExt;
-use terminus_core::DescribeRequest;
+use terminus_core::Terminus;
 use tower_service::Service;
 
-use crate::body::TerminusBody;
+use crate::body::{LayerRequest, TerminusBody};
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
+use crate::probe::ProbeRoutes;
 
 /// Answers probe paths itself and passes every other request to the inner service,
 /// counting it as in flight until its response body ends (unless the server tracks
@@ -21,12 +20,19 @@ use crate::layer::Shared;
 /// [`TerminusLayer`](crate::TerminusLayer).
 pub struct TerminusService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    state: Arc<LayerState>,
+}
+
+/// What a [`TerminusLayer`](crate::TerminusLayer) gives every service it makes, and
+/// every clone of those share.
+pub(crate) struct LayerState {
+    pub(crate) terminus: Terminus,
+    pub(crate) probes: Arc<ProbeRoutes>,
 }
 
 impl<S> TerminusService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        TerminusService { inner, shared }
+    pub(crate) fn new(inner: S, state: Arc<LayerState>) -> Self {
+        TerminusService { inner, state }
     }
 
     /// The wrapped service.
@@ -49,7 +55,7 @@ impl<S: Clone> Clone for TerminusService<S> {
     fn clone(&self) -> Self {
         TerminusService {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -78,57 +84,18 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        if let Some(probe) = shared.probes.find(request.uri().path()) {
-            return ResponseFuture::probe(shared.probes.answer(probe, &request, &shared.terminus));
+        let state = &self.state;
+        if let Some(probe) = state.probes.find(request.uri().path()) {
+            return ResponseFuture::probe(state.probes.answer(probe, &request, &state.terminus));
         }
         let version = request.version();
         // Under a server that tracks requests at its connections, counting here too
         // would count every request twice.
-        let guard = (!shared.terminus.requests_tracked_by_server()).then(|| {
+        let guard = (!state.terminus.requests_tracked_by_server()).then(|| {
             // Boxed: the response future and body stay small for the common case, a
             // server that tracks requests itself, where there is no guard here at all.
-            Box::new(shared.terminus.track_request(LayerRequest {
-                method: request.method().clone(),
-                uri: request.uri().clone(),
-                version,
-                started: Instant::now(),
-            }))
+            Box::new(state.terminus.track_request(LayerRequest::new(&request)))
         });
-        ResponseFuture::inner(self.inner.call(request), guard, version, Arc::clone(shared))
-    }
-}
-
-/// The protocol as the server's events name it (`HTTP/1.1`, `HTTP/2`).
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "unknown",
-    }
-}
-
-/// What the layer knows of a request it tracks, for the report if it is cut. (The peer
-/// is known only to the server.)
-pub(crate) struct LayerRequest {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    started: Instant,
-}
-
-impl DescribeRequest for LayerRequest {
-    fn report_cut(&self) {
-        tracing::warn!(
-            target: "terminus",
-            protocol = protocol(self.version),
-            method = %self.method,
-            path = %self.uri.path(),
-            age_ms = self.started.elapsed().as_millis() as u64,
-            "request cut at the drain deadline"
-        );
+        ResponseFuture::inner(self.inner.call(request), guard, version, state.terminus.clone())
     }
 }

@@ -16,9 +16,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use axum_terminus::sse::{self, FinalEvent};
 use axum_terminus::stream::until_draining;
 use axum_terminus::Builder;
-use axum_terminus::{sse, Layer, Terminus, TerminusLayer};
+use axum_terminus::{Layer, Terminus, TerminusLayer};
 use futures_util::stream;
 use serde::Deserialize;
 
