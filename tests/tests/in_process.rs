@@ -19,6 +19,7 @@ on_both_runtimes!(
     two_servers_in_one_process_do_not_share_state,
     connect_info_reaches_handlers_only_when_the_server_asks_for_it,
     a_listener_of_the_users_own_drains_and_cuts_like_tcp,
+    a_request_under_axum_serve_is_waited_for_while_our_server_shares_the_terminus,
 );
 
 fn app(terminus: &Terminus) -> Router {
@@ -334,4 +335,61 @@ async fn a_listener_of_the_users_own_drains_and_cuts_like_tcp() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the user's listener was closed"
     );
+}
+
+/// One `Terminus`, two servers: `axum_terminus::Server` (here the admin port) and
+/// `axum::serve` with the layer (the public port). Each request is counted by exactly one
+/// of them, whichever calls the application: the server's presence must not make the
+/// layer stop counting the requests that `axum::serve` runs. (It did, through a flag on
+/// the `Terminus`: Closing then saw no request in flight, ran the hooks and published a
+/// graceful outcome while the request was still being served.)
+async fn a_request_under_axum_serve_is_waited_for_while_our_server_shares_the_terminus() {
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(100))
+        .drain_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let ours = tokio::spawn(axum_terminus::Server::new(&terminus).admin_listener(admin).run());
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = public.local_addr().unwrap();
+    let signal = axum_terminus::shutdown_signal(&terminus);
+    let router = app(&terminus);
+    let theirs =
+        tokio::spawn(async move { axum::serve(public, router).with_graceful_shutdown(signal).await });
+    // Both serve before the request starts.
+    assert_eq!(
+        http_get(admin_addr, "/livez").await.unwrap().status,
+        StatusCode::OK
+    );
+    let slow = tokio::spawn(async move { http_get(addr, "/slow?ms=1500").await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while terminus.in_flight() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        terminus.in_flight(),
+        1,
+        "the layer counts the request axum::serve runs"
+    );
+
+    terminus.shutdown("test");
+    let outcome = tokio::time::timeout(Duration::from_secs(15), ours)
+        .await
+        .expect("our server stops")
+        .unwrap();
+    assert!(
+        slow.is_finished(),
+        "the outcome is published only after the request in flight has ended"
+    );
+    let reply = slow.await.unwrap().expect("the request in flight completes");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(outcome.requests_drained, 1, "{outcome:?}");
+    assert!(outcome.is_graceful(), "{outcome:?}");
+    tokio::time::timeout(Duration::from_secs(5), theirs)
+        .await
+        .expect("axum::serve returns")
+        .unwrap()
+        .unwrap();
 }

@@ -80,9 +80,10 @@ where
 /// connection settings (header-read timeout, idle close, connection cap) are the
 /// `Terminus`'s ([`Builder`](crate::Builder) and `TERMINUS_*` variables).
 ///
-/// The server tracks every request at its connections (the `Terminus` then tells
-/// [`TerminusLayer`](crate::TerminusLayer) not to count them again), so a request
-/// that does not pass through the layer is waited for all the same.
+/// The server counts every request it serves, at its connection, so a request that
+/// does not pass through [`TerminusLayer`](crate::TerminusLayer) is waited for all the
+/// same; the layer, called by the server, leaves the count to it (see
+/// [`terminus_core::server::call_tracked`]).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -445,8 +446,6 @@ impl Server {
                 http2: self.http2,
                 versions: self.versions,
                 connect_info: self.connect_info,
-                // The layers are built by now: they came with the listeners' services.
-                probes: terminus.probe_matchers(),
             }),
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
@@ -455,8 +454,6 @@ impl Server {
             accept_gate: upgrade.gate.clone(),
         });
         let cap = self.max_connections.map(|limit| Arc::new(Semaphore::new(limit)));
-        // Every request is tracked here, at its connection: layers must not count again.
-        terminus.track_requests_at_connections();
         // Every listener is bound (they were given bound): readiness may pass before the
         // first connection is accepted, so that a request already waiting in a queue is
         // answered as Serving, not Starting.

@@ -1,11 +1,8 @@
-//! What every connection of a server shares: the `Terminus`, hyper's builders, the
-//! HTTP versions spoken, and how probes are recognised.
-
-use std::sync::Arc;
+//! What every connection of a server shares: the `Terminus`, hyper's builders and the
+//! HTTP versions spoken.
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
-use terminus_core::server::ProbeMatcher;
 use terminus_core::Terminus;
 
 /// Which HTTP versions a server speaks.
@@ -25,13 +22,4 @@ pub(crate) struct Settings {
     pub(crate) http2: http2::Builder<TokioExecutor>,
     pub(crate) versions: Versions,
     pub(crate) connect_info: bool,
-    /// How the probe layers recognise probes (see `ServerExt::add_probe_matcher`).
-    pub(crate) probes: Vec<Arc<dyn ProbeMatcher>>,
-}
-
-impl Settings {
-    /// Whether a request for `path` is a probe, answered by a layer.
-    pub(crate) fn is_probe(&self, path: &str) -> bool {
-        self.probes.iter().any(|probes| probes.is_probe(path))
-    }
 }

@@ -16,16 +16,13 @@ use std::task::{ready, Context, Poll, Waker};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use terminus_core::server::ServerExt;
-use terminus_core::{DescribeRequest, RequestGuard};
-use tower::util::Oneshot;
-use tower::ServiceExt;
+use terminus_core::server::{self, Answered, ServerExt};
+use terminus_core::{DescribeRequest, RequestGuard, Terminus};
 use tower_service::Service;
 
 use crate::clock::Tick;
@@ -62,7 +59,7 @@ where
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
-    type Future = TrackedFuture<Either<S::Future, Oneshot<S, Request<Body>>>>;
+    type Future = TrackedFuture<S, S::Future>;
 
     #[inline]
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
@@ -74,28 +71,52 @@ where
         if self.settings.connect_info || upgrade {
             request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
         }
-        // A probe is no request of the application's: the layer answers it in
-        // microseconds, and it is never counted in flight, drained or cut.
-        let held = (!self.settings.is_probe(request.uri().path())).then(|| {
-            let served = ServedRequest::new(&self.connection, &request, upgrade);
-            // Boxed: the response body stays small enough to be moved without a memcpy
-            // call, which hyper does several times per response (measured: cheaper than
-            // the allocation).
-            Box::new(if self.connection.admin {
-                Held::Admin(served)
-            } else {
-                Held::Counted(self.settings.terminus.track_request(served))
-            })
-        });
-        // axum's routers are always ready: call at once. A service that is not ready yet
-        // goes through tower's `oneshot`, which waits for it.
+        // The connection is busy from here until the response body ends.
+        let served = ServedRequest::new(&self.connection, &request, upgrade);
         let mut service = self.inner.clone();
         let request = request.map(Body::new);
-        let inner = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => Either::Left(service.call(request)),
-            _ => Either::Right(service.oneshot(request)),
+        // axum's routers are always ready: call at once. A service that is not ready yet
+        // is called once it is (see `TrackedFuture`).
+        let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => call(&mut service, request, served, &self.settings.terminus),
+            _ => State::Waiting {
+                waiting: Some(Box::new(Waiting {
+                    service,
+                    request,
+                    served,
+                    terminus: self.settings.terminus.clone(),
+                })),
+            },
         };
-        TrackedFuture { inner, held }
+        TrackedFuture { state }
+    }
+}
+
+/// Calls the application, and counts the request unless it was a probe (which the layer
+/// answered) or an operator's request on an admin listener. The layer, called inside,
+/// sees that this server counts the request and does not count it again
+/// ([`server::call_tracked`]).
+fn call<S, F>(
+    service: &mut S,
+    request: Request<Body>,
+    served: ServedRequest,
+    terminus: &Terminus,
+) -> State<S, F>
+where
+    S: Service<Request<Body>, Future = F>,
+{
+    let (future, answered) = server::call_tracked(|| service.call(request));
+    let held = if answered == Answered::Probe || served.connection.admin {
+        Held::Uncounted(served)
+    } else {
+        Held::Counted(terminus.track_request(served))
+    };
+    // Boxed: the response body stays small enough to be moved without a memcpy call,
+    // which hyper does several times per response (measured: cheaper than the
+    // allocation).
+    State::Called {
+        future,
+        held: Some(Box::new(held)),
     }
 }
 
@@ -103,9 +124,10 @@ where
 enum Held {
     /// An application request: Closing waits for it, and it counts as drained or cut.
     Counted(RequestGuard<ServedRequest>),
-    /// A request on an admin listener (`/metrics`, say): its connection knows it is
-    /// busy, and the lifecycle's counts and metrics leave it out.
-    Admin(ServedRequest),
+    /// A probe, or a request on an admin listener (`/metrics`, say): its connection knows
+    /// it is busy, and the lifecycle's counts and metrics leave it out. A probe is no
+    /// request of the application's: it is never counted in flight, drained or cut.
+    Uncounted(ServedRequest),
 }
 
 /// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
@@ -140,7 +162,7 @@ impl Held {
     fn served(&self) -> &ServedRequest {
         match self {
             Held::Counted(guard) => guard.request(),
-            Held::Admin(served) => served,
+            Held::Uncounted(served) => served,
         }
     }
 }
@@ -168,28 +190,75 @@ impl Drop for ServedRequest {
 
 pin_project! {
     /// The application's response future; hands the request's guard to the body.
-    pub(crate) struct TrackedFuture<F> {
+    pub(crate) struct TrackedFuture<S, F> {
         #[pin]
-        inner: F,
-        held: Option<Box<Held>>,
+        state: State<S, F>,
     }
 }
 
-impl<F, B> Future for TrackedFuture<F>
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F> {
+        /// Called: the application's future, and what its response will hold.
+        Called {
+            #[pin]
+            future: F,
+            held: Option<Box<Held>>,
+        },
+        /// The service was not ready when the request came: it is called once it is.
+        /// Boxed: rare, and the request would make every response future larger.
+        Waiting { waiting: Option<Box<Waiting<S>>> },
+    }
+}
+
+/// A request waiting for its service to be ready.
+struct Waiting<S> {
+    service: S,
+    request: Request<Body>,
+    served: ServedRequest,
+    terminus: Terminus,
+}
+
+impl<S, F, B> Future for TrackedFuture<S, F>
 where
+    S: Service<Request<Body>, Future = F, Error = Infallible>,
     F: Future<Output = Result<Response<B>, Infallible>>,
 {
     type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        let held = this.held.take();
-        if let Some(held) = &held {
-            held.served().connection.close_if_retiring(&mut response);
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Called { future, held } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    let held = held.take();
+                    if let Some(held) = &held {
+                        held.served().connection.close_if_retiring(&mut response);
+                    }
+                    return Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })));
+                }
+                StateProj::Waiting { waiting } => {
+                    // Taken only below, where the state becomes `Called`.
+                    let Some(ready) = waiting.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    ready!(ready.service.poll_ready(cx))?;
+                    let Some(ready) = waiting.take() else {
+                        return Poll::Pending;
+                    };
+                    let Waiting {
+                        mut service,
+                        request,
+                        served,
+                        terminus,
+                    } = *ready;
+                    let called = call(&mut service, request, served, &terminus);
+                    state.as_mut().set(called);
+                }
+            }
         }
-        Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })))
     }
 }
 

@@ -1,12 +1,17 @@
 //! The request tracker: the one place that counts and names what is in flight.
 //!
-//! Whoever sees a request first (the server's connection, or `TerminusLayer` under a
-//! server that does not track) takes a [`RequestGuard`] for it and holds it until the
-//! response is over. The count is a tokio-util [`TaskTracker`]: closed when the shutdown
+//! Exactly one party takes a [`RequestGuard`] for each request and holds it until the
+//! response is over: the server that calls the service, if it counts requests itself
+//! (`axum-terminus` does, at each connection), else `TerminusLayer`. The server says so
+//! by calling its service inside [`call_tracked`]; the layer, called inside, sees it
+//! with [`is_tracked_by_server`]. Nothing is stored on the `Terminus`: a layer under
+//! `axum::serve` or tonic counts its requests even while another server of the same
+//! `Terminus` counts its own. The count is a tokio-util [`TaskTracker`]: closed when the shutdown
 //! begins, so `wait()` resolves when the last request in flight ends. Each guard carries
 //! a description of its request; when the drain deadline cuts a request, the guard
 //! reports it as it is dropped, so the report needs no second list of requests.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,12 +37,66 @@ impl DescribeRequest for () {
     }
 }
 
-/// Recognises the requests a middleware answers as probes, which are never counted as
-/// requests in flight, drained or cut; see
-/// [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
+/// Recognises the requests a middleware answers as probes.
+#[deprecated(note = "servers learn that a request was a probe from `server::call_tracked`")]
 pub trait ProbeMatcher: Send + Sync + 'static {
     /// Whether a request for `path` (without its query) is a probe.
     fn is_probe(&self, path: &str) -> bool;
+}
+
+/// How a request that a server called its service with was answered, as far as the
+/// middleware inside said: see [`call_tracked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// By the application (or by nobody yet): the server counts it.
+    Request,
+    /// As a probe, by `TerminusLayer`: never counted in flight, drained or cut.
+    Probe,
+}
+
+thread_local! {
+    /// What the innermost [`call_tracked`] running on this thread knows: `None` outside
+    /// one. A thread-local, not a field of the `Terminus`, because it is about one call
+    /// on one thread: two servers sharing a `Terminus` must not see each other's.
+    static SERVER_CALL: Cell<Option<Answered>> = const { Cell::new(None) };
+}
+
+/// Calls `call` (a server calling its service with one request) as a server that counts
+/// that request itself: middleware called inside it ([`is_tracked_by_server`] is true
+/// there) leaves the count to the server. Returns what `call` returned, and whether a
+/// middleware answered the request as a probe ([`answered_as_probe`]), in which case the
+/// server does not count it either.
+///
+/// It covers what runs synchronously inside `call`: tower's `Service::call` of the
+/// layer, which is where `TerminusLayer` decides. (A middleware that defers calling the
+/// inner service to another task, such as tower's `Buffer`, puts the layer outside it:
+/// the request is then counted twice, which delays nothing and loses nothing.)
+pub fn call_tracked<R>(call: impl FnOnce() -> R) -> (R, Answered) {
+    /// Restores the outer call's state, even if `call` panics.
+    struct Restore(Option<Answered>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERVER_CALL.set(self.0);
+        }
+    }
+    let _restore = Restore(SERVER_CALL.replace(Some(Answered::Request)));
+    let value = call();
+    let answered = SERVER_CALL.get().unwrap_or(Answered::Request);
+    (value, answered)
+}
+
+/// Whether the request being handled now was called by a server that counts it
+/// ([`call_tracked`]): middleware then does not count it again.
+pub fn is_tracked_by_server() -> bool {
+    SERVER_CALL.get().is_some()
+}
+
+/// Middleware answered the request being handled now as a probe: the server that
+/// called it ([`call_tracked`]), if any, does not count it.
+pub fn answered_as_probe() {
+    if SERVER_CALL.get().is_some() {
+        SERVER_CALL.set(Some(Answered::Probe));
+    }
 }
 
 /// Counts requests in flight, and those drained and cut since the shutdown began.
@@ -56,10 +115,6 @@ pub(crate) struct Requests {
     /// task state), so they see the flag; one that ends by itself as the deadline passes
     /// may count as drained or cut, and either is true.
     cutting: AtomicBool,
-    /// A server tracks requests at its connections; layers must not count them again.
-    /// The server sets it before it accepts a connection, and spawning each
-    /// connection's task orders that before every read on it.
-    tracked_by_server: AtomicBool,
     metrics: RequestMetrics,
 }
 
@@ -100,14 +155,6 @@ impl Requests {
     /// Requests cut: those that ended after the deadline, and those still in flight.
     pub(crate) fn cut(&self) -> u64 {
         self.cut.load(Ordering::Relaxed) + self.in_flight() as u64
-    }
-
-    pub(crate) fn claim_for_server(&self) {
-        self.tracked_by_server.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn tracked_by_server(&self) -> bool {
-        self.tracked_by_server.load(Ordering::Relaxed)
     }
 }
 

@@ -11,15 +11,18 @@
 //! 1. call [`mark_listeners_bound`](ServerExt::mark_listeners_bound) once every
 //!    listener is bound (readiness waits for it);
 //! 2. take a [`RequestGuard`] for every request and hold it until the response has
-//!    ended, after calling [`track_requests_at_connections`](ServerExt::track_requests_at_connections)
-//!    so that `TerminusLayer` does not count them a second time;
+//!    ended, and call the service inside [`call_tracked`], so that `TerminusLayer`
+//!    does not count the request a second time and can say it was a probe (which is
+//!    not counted at all);
 //! 3. call [`Terminus::run`] with its [`Drain`](crate::Drain) implementation.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::health::{LifecycleState, ProbeRequest, Report};
+#[allow(deprecated)]
 pub use crate::requests::ProbeMatcher;
+pub use crate::requests::{answered_as_probe, call_tracked, is_tracked_by_server, Answered};
 use crate::requests::{DescribeRequest, RequestGuard};
 use crate::terminus::Terminus;
 
@@ -33,13 +36,16 @@ pub trait ServerExt: sealed::Sealed {
     /// it, and if the drain deadline cuts it, `request` reports it.
     fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D>;
 
-    /// This server tracks every request at its connections: middleware that would
-    /// otherwise track requests (`TerminusLayer`) steps aside, so that no request is
-    /// counted twice.
-    fn track_requests_at_connections(&self);
+    /// Does nothing: a server calls its service inside [`call_tracked`] instead, so
+    /// that the layer leaves those requests, and only those, to it.
+    #[deprecated(note = "call the service inside `terminus_core::server::call_tracked`")]
+    fn track_requests_at_connections(&self) {}
 
-    /// Whether a server said it tracks requests itself.
-    fn requests_tracked_by_server(&self) -> bool;
+    /// Whether the request being handled now is counted by the server that called it.
+    #[deprecated(note = "use `terminus_core::server::is_tracked_by_server`")]
+    fn requests_tracked_by_server(&self) -> bool {
+        is_tracked_by_server()
+    }
 
     /// A snapshot of the lifecycle, as probes see it.
     fn lifecycle_state(&self) -> LifecycleState;
@@ -48,14 +54,18 @@ pub trait ServerExt: sealed::Sealed {
     /// marks startup as done.
     fn probe(&self, request: &ProbeRequest) -> impl Future<Output = Report> + Send;
 
-    /// Tells servers which requests are probes: middleware that answers probes itself
-    /// (`TerminusLayer`, when built) registers how it recognises them, so that a server
-    /// tracking requests at its connections leaves them out, as the layer does. Probes
-    /// are never counted as requests in flight, drained or cut.
-    fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>);
+    /// Does nothing: a middleware that answers a probe says so with
+    /// [`answered_as_probe`], and the server learns it from [`call_tracked`].
+    #[deprecated(note = "call `terminus_core::server::answered_as_probe` when answering a probe")]
+    #[allow(deprecated)]
+    fn add_probe_matcher(&self, _matcher: Arc<dyn ProbeMatcher>) {}
 
-    /// Every probe matcher registered so far.
-    fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>>;
+    /// Always empty: see [`add_probe_matcher`](ServerExt::add_probe_matcher).
+    #[deprecated(note = "servers learn that a request was a probe from `call_tracked`")]
+    #[allow(deprecated)]
+    fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
+        Vec::new()
+    }
 
     /// The report [`probe`](ServerExt::probe) would give, if every result it needs is
     /// fresh in the cache; `None` (and nothing started) otherwise. Lets a server answer
@@ -73,28 +83,12 @@ impl ServerExt for Terminus {
         Terminus::track_request(self, request)
     }
 
-    fn track_requests_at_connections(&self) {
-        Terminus::track_requests_at_connections(self);
-    }
-
-    fn requests_tracked_by_server(&self) -> bool {
-        Terminus::requests_tracked_by_server(self)
-    }
-
     fn lifecycle_state(&self) -> LifecycleState {
         Terminus::lifecycle_state(self)
     }
 
     fn probe(&self, request: &ProbeRequest) -> impl Future<Output = Report> + Send {
         Terminus::probe(self, request)
-    }
-
-    fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>) {
-        Terminus::add_probe_matcher(self, matcher);
-    }
-
-    fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
-        Terminus::probe_matchers(self)
     }
 
     fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {

@@ -17,7 +17,7 @@ use crate::hooks::Hook;
 use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
 use crate::phase::{Phase, PhaseCell};
-use crate::requests::{DescribeRequest, ProbeMatcher, RequestGuard, Requests};
+use crate::requests::{DescribeRequest, RequestGuard, Requests};
 use crate::run::{Drain, Lifecycle, Progress, Shutdown};
 use crate::setting::ConfigError;
 use crate::signal::{self, Signal};
@@ -77,8 +77,6 @@ struct Inner {
     /// Set before the phase becomes Stopped, so whoever sees Stopped finds it.
     outcome: OnceLock<Outcome>,
     health: HealthRegistry,
-    /// How the probe middleware recognises probes, for servers that track requests.
-    probe_matchers: Mutex<Vec<Arc<dyn ProbeMatcher>>>,
 }
 
 /// What Serving waits for. One lock, not a flag per step: each step sets its flag and
@@ -167,7 +165,6 @@ impl Terminus {
                 progress: tokio::sync::Mutex::default(),
                 outcome: OnceLock::new(),
                 health,
-                probe_matchers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -326,15 +323,6 @@ impl Terminus {
         self.inner.health.try_cached(request, self.lifecycle_state())
     }
 
-    /// See [`ServerExt::add_probe_matcher`](crate::server::ServerExt::add_probe_matcher).
-    pub(crate) fn add_probe_matcher(&self, matcher: Arc<dyn ProbeMatcher>) {
-        lock(&self.inner.probe_matchers).push(matcher);
-    }
-
-    pub(crate) fn probe_matchers(&self) -> Vec<Arc<dyn ProbeMatcher>> {
-        lock(&self.inner.probe_matchers).clone()
-    }
-
     pub(crate) fn lifecycle_state(&self) -> LifecycleState {
         let (prerequisites_met, startup_done) = {
             let startup = lock(&self.inner.startup);
@@ -403,14 +391,6 @@ impl Terminus {
     /// See [`ServerExt::track_request`](crate::server::ServerExt::track_request).
     pub(crate) fn track_request<D: DescribeRequest>(&self, request: D) -> RequestGuard<D> {
         self.inner.requests.track(request)
-    }
-
-    pub(crate) fn track_requests_at_connections(&self) {
-        self.inner.requests.claim_for_server();
-    }
-
-    pub(crate) fn requests_tracked_by_server(&self) -> bool {
-        self.inner.requests.tracked_by_server()
     }
 
     /// Spawns work that Closing waits for (a queue consumer finishing its batch, a

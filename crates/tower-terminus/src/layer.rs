@@ -7,7 +7,6 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use terminus_core::health::CheckKind;
-use terminus_core::server::{ProbeMatcher, ServerExt};
 use terminus_core::{ConfigError, Terminus};
 use tower_layer::Layer;
 
@@ -461,10 +460,6 @@ impl TerminusLayerBuilder {
             }
             .prepared(),
         );
-        // A server that tracks requests itself must know which ones are probes: they
-        // are never counted as requests in flight.
-        self.terminus
-            .add_probe_matcher(Arc::clone(&probes) as Arc<dyn ProbeMatcher>);
         TerminusLayer {
             state: Arc::new(LayerState {
                 terminus: self.terminus,

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use terminus_core::health::{CheckKind, ProbeRequest, Report, DEFAULT_CHECK_TIMEOUT, LIFECYCLE_CHECK};
-use terminus_core::server::{ProbeMatcher, ServerExt};
+use terminus_core::server::ServerExt;
 use terminus_core::Terminus;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -149,13 +149,6 @@ impl QuickReject {
             && path
                 .get(1)
                 .is_some_and(|&byte| self.second_bytes[usize::from(byte / 64)] & (1 << (byte % 64)) != 0)
-    }
-}
-
-/// A server that tracks requests at its connections asks this before counting one.
-impl ProbeMatcher for ProbeRoutes {
-    fn is_probe(&self, path: &str) -> bool {
-        self.find(path).is_some()
     }
 }
 

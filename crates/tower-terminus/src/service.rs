@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use terminus_core::server::ServerExt;
+use terminus_core::server::{self, ServerExt};
 use terminus_core::Terminus;
 use tower_service::Service;
 
@@ -86,12 +86,15 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let state = &self.state;
         if let Some(probe) = state.probes.find(request.uri().path()) {
+            // A server that called this counts nothing for a probe either.
+            server::answered_as_probe();
             return ResponseFuture::probe(state.probes.answer(probe, &request, &state.terminus));
         }
         let version = request.version();
-        // Under a server that tracks requests at its connections, counting here too
-        // would count every request twice.
-        let guard = (!state.terminus.requests_tracked_by_server()).then(|| {
+        // A server that counts the request itself called this inside
+        // `server::call_tracked`: counting here too would count it twice. Any other
+        // server (`axum::serve`, tonic's) leaves the count to the layer.
+        let guard = (!server::is_tracked_by_server()).then(|| {
             // Boxed: the response future and body stay small for the common case, a
             // server that tracks requests itself, where there is no guard here at all.
             Box::new(state.terminus.track_request(LayerRequest::new(&request)))

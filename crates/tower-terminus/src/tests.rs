@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Empty, Full};
-use terminus_core::server::ServerExt;
+use terminus_core::server::{self, ServerExt};
 use terminus_core::Terminus;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -281,33 +281,71 @@ async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_err
 #[tokio::test]
 async fn under_a_server_that_tracks_requests_the_layer_counts_nothing() {
     let terminus = serving();
-    terminus.track_requests_at_connections();
     let (_tx, rx) = Channel::<Bytes>::new(1);
     let mut rx = Some(rx);
-    let service = ServiceBuilder::new()
+    let mut service = ServiceBuilder::new()
         .layer(TerminusLayer::new(&terminus))
         .service(service_fn(move |_req: Request<Empty<Bytes>>| {
             let rx = rx.take().expect("called once");
             async move { Ok::<_, Infallible>(Response::new(rx)) }
         }));
-    let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
+    // The server calls the service inside `call_tracked`, as axum-terminus does.
+    let (future, answered) = server::call_tracked(|| service.call(Request::new(Empty::new())));
+    assert_eq!(answered, server::Answered::Request, "an application request");
+    let response = future.await.unwrap();
     assert_eq!(terminus.in_flight(), 0, "the server counts it, not the layer");
     drop(response);
 }
 
 #[tokio::test]
-async fn the_layer_registers_its_probe_paths_for_servers_that_track_requests() {
+async fn outside_a_server_call_the_layer_counts_even_while_another_server_tracks_its_own() {
     let terminus = serving();
-    let _layer = TerminusLayer::builder(&terminus)
+    let (_tx, rx) = Channel::<Bytes>::new(1);
+    let mut rx = Some(rx);
+    let mut service = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&terminus))
+        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
+            let rx = rx.take().expect("called once");
+            async move { Ok::<_, Infallible>(Response::new(rx)) }
+        }));
+    // Another server of the same `Terminus` is in the middle of its own call...
+    let ((), _) = server::call_tracked(|| {});
+    // ...which says nothing of this one, called by a server that does not count.
+    let response = service.call(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(terminus.in_flight(), 1, "the layer counts it until its body ends");
+    drop(response);
+    assert_eq!(terminus.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_probe_answered_under_a_server_call_is_reported_to_the_server_as_a_probe() {
+    let terminus = serving();
+    let layer = TerminusLayer::builder(&terminus)
         .readiness_path("/ready")
         .build()
         .unwrap();
-    let matchers = terminus.probe_matchers();
-    assert_eq!(matchers.len(), 1);
-    assert!(matchers[0].is_probe("/ready"));
-    assert!(matchers[0].is_probe("/livez"));
-    assert!(!matchers[0].is_probe("/readyz"), "moved to /ready");
-    assert!(!matchers[0].is_probe("/"));
+    let mut service =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_req: Request<Empty<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            }));
+    for (path, expected) in [
+        ("/ready", server::Answered::Probe),
+        ("/livez", server::Answered::Probe),
+        ("/readyz", server::Answered::Request),
+        ("/", server::Answered::Request),
+    ] {
+        let request = Request::get(path).body(Empty::new()).unwrap();
+        let (future, answered) = server::call_tracked(|| service.call(request));
+        assert_eq!(answered, expected, "{path}");
+        drop(future.await.unwrap());
+    }
+    assert_eq!(
+        terminus.in_flight(),
+        0,
+        "the server counts; a probe is counted by nobody"
+    );
 }
 
 #[tokio::test]
