@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::balancer::LaunchError;
 use crate::client::get;
+pub use crate::launch::{LaunchError, ServerSlot};
 pub use crate::ports::free_port;
 
 /// What to tell a user who has no HAProxy.
@@ -35,15 +35,6 @@ pub const FALL: u32 = 1;
 
 /// How long HAProxy may take to open its frontends.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One `server` line of the backend.
-#[derive(Clone, Debug)]
-pub struct ServerSlot {
-    /// The server's name in HAProxy (`a1`, ...).
-    pub name: String,
-    /// The loopback port HAProxy sends its requests and checks to.
-    pub port: u16,
-}
 
 /// A running HAProxy. Killed (by pid) and its directory removed when dropped.
 pub struct Haproxy {
@@ -153,7 +144,7 @@ impl Haproxy {
             h2,
             stats,
         };
-        crate::balancer::wait_until_listening(
+        crate::launch::wait_until_listening(
             ("haproxy", "frontends"),
             &mut haproxy.child,
             &[h1, h2, stats],

@@ -23,9 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::balancer::LaunchError;
-use crate::haproxy::ServerSlot;
 use crate::instance::send_signal;
+pub use crate::launch::{LaunchError, ServerSlot};
 
 /// What to tell a user who has no nginx.
 pub const INSTALL_HINT: &str = "nginx is not installed: `apt-get install nginx` (Debian, Ubuntu; it goes to \
@@ -94,7 +93,7 @@ impl Nginx {
             h1,
             h2,
         };
-        crate::balancer::wait_until_listening(
+        crate::launch::wait_until_listening(
             ("nginx", "ports"),
             &mut nginx.child,
             &[h1, h2],

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::balancer::{self, Balancer, Kind};
-use crate::haproxy::{self, Check, ServerSlot};
+use crate::haproxy::{self, Check};
 use crate::instance::{Instance, Readiness};
+use crate::launch::ServerSlot;
 use crate::loadgen::{Expect, Load, LoadConfig, Record, Traffic};
 use crate::report::{self, Report, RestartTimes, Setting};
 
