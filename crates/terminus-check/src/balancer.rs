@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::haproxy::{self, Check, Haproxy};
-pub use crate::launch::{LaunchError, ServerSlot};
+pub use crate::launch::{LaunchError, ServerSlot, Upstream};
 use crate::nginx::Nginx;
 
 /// Which balancer.
@@ -46,11 +46,17 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    /// Starts `kind` in front of `servers`; HAProxy checks them with `check`.
-    pub fn start(kind: Kind, servers: &[ServerSlot], check: &Check) -> Result<Balancer, LaunchError> {
+    /// Starts `kind` in front of `servers`, keeping its connections to them as `upstream`
+    /// says; HAProxy checks them with `check`.
+    pub fn start(
+        kind: Kind,
+        servers: &[ServerSlot],
+        check: &Check,
+        upstream: Upstream,
+    ) -> Result<Balancer, LaunchError> {
         match kind {
-            Kind::Haproxy => Haproxy::try_start(servers, check).map(Balancer::Haproxy),
-            Kind::Nginx => Nginx::try_start(servers).map(Balancer::Nginx),
+            Kind::Haproxy => Haproxy::try_start(servers, check, upstream).map(Balancer::Haproxy),
+            Kind::Nginx => Nginx::try_start(servers, upstream).map(Balancer::Nginx),
         }
     }
 
