@@ -13,7 +13,7 @@ pub mod systemd;
 
 // The balancer, the load and the prober are terminus-check's, so that the tests and the
 // tool users run on their own services cannot drift apart.
-pub use terminus_check::{haproxy, kubelet, loadgen, nginx};
+pub use terminus_check::{balancer, haproxy, kubelet, launch, loadgen, nginx};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -11,7 +11,9 @@
 //! - Past its maximum age, an HTTP/1.1 connection's next response says
 //!   `Connection: close`; an HTTP/2 connection gets a GOAWAY and its stream in flight
 //!   gets the grace, then is cut.
-//! - Half-closed clients get their answers.
+//! - Half-closed clients get their answers: in the test process on both runtimes, and
+//!   from outside, 1,000 each from the quickstart binary and, after a flood of its public
+//!   port, from both ports of the admin-port example.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum_terminus::{Builder, Outcome, Server, Terminus, TerminusLayer};
 use http::StatusCode;
 use terminus_tests::raw::h2;
-use terminus_tests::{on_both_runtimes, H1, H2};
+use terminus_tests::{on_both_runtimes, test_server, TestServer, H1, H2};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -35,6 +37,8 @@ on_both_runtimes!(
 
 /// Slack for a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_secs(2);
+/// Half-closing clients per server (the 1,000).
+const HALF_CLOSED_ROUNDS: usize = 1000;
 
 struct Running {
     addr: SocketAddr,
@@ -299,8 +303,7 @@ async fn past_its_maximum_age_a_connection_is_told_to_move_and_a_stream_past_the
 async fn half_closed_clients_get_their_answers() {
     let server = Running::start(Terminus::builder()).await;
     let mut answered = 0;
-    const ROUNDS: usize = 1000;
-    for _ in 0..ROUNDS {
+    for _ in 0..HALF_CLOSED_ROUNDS {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
@@ -313,6 +316,106 @@ async fn half_closed_clients_get_their_answers() {
             answered += 1;
         }
     }
-    assert_eq!(answered, ROUNDS, "every half-closed client answered");
+    assert_eq!(answered, HALF_CLOSED_ROUNDS, "every half-closed client answered");
     assert!(server.stop().await.is_graceful());
+}
+
+/// Sends `GET path` to `addr` `rounds` times, each on a new connection that the client
+/// half-closes (`shutdown(SHUT_WR)`) right after the request; returns how many were
+/// answered `200` within [`MARGIN`].
+async fn half_closed_answers(addr: SocketAddr, path: &str, rounds: usize) -> usize {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    let mut answered = 0;
+    for _ in 0..rounds {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        if stream.write_all(request.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+            continue;
+        }
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(MARGIN, stream.read_to_end(&mut reply)).await;
+        if matches!(read, Ok(Ok(_))) && reply.starts_with(b"HTTP/1.1 200") {
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_clients_of_the_quickstart_binary_all_get_their_answers() {
+    let server = TestServer::start(test_server!(), &[]);
+    let answered = half_closed_answers(server.addr(), "/", HALF_CLOSED_ROUNDS).await;
+    assert_eq!(answered, HALF_CLOSED_ROUNDS, "every half-closed client answered");
+}
+
+/// The flood: connections at once, each sending keep-alive GETs as fast as they are
+/// answered, and opening a new connection every [`FLOOD_REQUESTS_PER_CONNECTION`]
+/// requests, for [`FLOOD_FOR`].
+const FLOOD_CONNECTIONS: usize = 64;
+/// How long the flood lasts.
+const FLOOD_FOR: Duration = Duration::from_secs(3);
+/// Requests per flood connection before the next one opens.
+const FLOOD_REQUESTS_PER_CONNECTION: usize = 20;
+
+/// Floods `addr` with `GET /` from [`FLOOD_CONNECTIONS`] connections at once for
+/// [`FLOOD_FOR`]; returns (requests, answered `200`).
+async fn flood(addr: SocketAddr) -> (usize, usize) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..FLOOD_CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut requests, mut ok) = (0, 0);
+                while started.elapsed() < FLOOD_FOR {
+                    let Ok(mut connection) = H1::connect(addr).await else {
+                        requests += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    for _ in 0..FLOOD_REQUESTS_PER_CONNECTION {
+                        requests += 1;
+                        let reply = tokio::time::timeout(MARGIN * 5, connection.get("/")).await;
+                        if matches!(reply, Ok(Ok(ref reply)) if reply.status == StatusCode::OK) {
+                            ok += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                (requests, ok)
+            })
+        })
+        .collect();
+    let (mut requests, mut ok) = (0, 0);
+    for task in tasks {
+        let (task_requests, task_ok) = task.await.unwrap();
+        requests += task_requests;
+        ok += task_ok;
+    }
+    (requests, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_flood_half_closed_clients_of_the_admin_port_example_get_their_answers_on_both_ports() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_admin-port-server"), &[("ADMIN_PORT", "0")]);
+    let public = server.addr();
+    let admin = server
+        .stdout()
+        .iter()
+        .find_map(|line| {
+            line.split_once("admin probes on http://")
+                .and_then(|(_, addr)| addr.trim().parse().ok())
+        })
+        .expect("the admin address is printed");
+    let (requests, ok) = flood(public).await;
+    println!("connection-life admin-port flood connections={FLOOD_CONNECTIONS} requests={requests} ok={ok}");
+    assert!(requests > FLOOD_CONNECTIONS, "the flood ran: {requests} requests");
+    assert_eq!(ok, requests, "the flood was answered");
+    let public_answered = half_closed_answers(public, "/", HALF_CLOSED_ROUNDS).await;
+    let admin_answered = half_closed_answers(admin, "/livez", HALF_CLOSED_ROUNDS).await;
+    assert_eq!(
+        (public_answered, admin_answered),
+        (HALF_CLOSED_ROUNDS, HALF_CLOSED_ROUNDS),
+        "every half-closed client answered, on the public port and on the admin port"
+    );
 }

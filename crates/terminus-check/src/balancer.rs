@@ -1,64 +1,11 @@
 //! The balancer in front of the instances: HAProxy or nginx, one interface.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::haproxy::{self, Check, Haproxy, ServerSlot};
+use crate::haproxy::{self, Check, Haproxy};
+pub use crate::launch::{LaunchError, ServerSlot, Upstream};
 use crate::nginx::Nginx;
-
-/// Why a balancer could not be started or reconfigured.
-#[derive(Debug)]
-pub struct LaunchError(String);
-
-impl LaunchError {
-    /// An error saying `message`.
-    pub fn new(message: impl Into<String>) -> LaunchError {
-        LaunchError(message.into())
-    }
-}
-
-impl fmt::Display for LaunchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LaunchError {}
-
-/// Waits until every one of `addrs` (the balancer's `ports`, as its errors name them)
-/// accepts connections, for the balancer `name` just started as `child`: an error,
-/// with what it wrote to `log_file`, if it exits first or takes longer than `within`.
-/// Blocking: called at start-up, off any runtime.
-pub(crate) fn wait_until_listening(
-    (name, ports): (&str, &str),
-    child: &mut std::process::Child,
-    addrs: &[SocketAddr],
-    within: Duration,
-    log_file: &std::path::Path,
-) -> Result<(), LaunchError> {
-    let log = || std::fs::read_to_string(log_file).unwrap_or_default();
-    let deadline = std::time::Instant::now() + within;
-    while addrs
-        .iter()
-        .any(|addr| std::net::TcpStream::connect(addr).is_err())
-    {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(LaunchError::new(format!(
-                "{name} exited at startup: {status}\n{}",
-                log()
-            )));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(LaunchError::new(format!(
-                "{name} did not open its {ports} within {within:?}\n{}",
-                log()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
 
 /// Which balancer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,11 +46,17 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    /// Starts `kind` in front of `servers`; HAProxy checks them with `check`.
-    pub fn start(kind: Kind, servers: &[ServerSlot], check: &Check) -> Result<Balancer, LaunchError> {
+    /// Starts `kind` in front of `servers`, keeping its connections to them as `upstream`
+    /// says; HAProxy checks them with `check`.
+    pub fn start(
+        kind: Kind,
+        servers: &[ServerSlot],
+        check: &Check,
+        upstream: Upstream,
+    ) -> Result<Balancer, LaunchError> {
         match kind {
-            Kind::Haproxy => Haproxy::try_start(servers, check).map(Balancer::Haproxy),
-            Kind::Nginx => Nginx::try_start(servers).map(Balancer::Nginx),
+            Kind::Haproxy => Haproxy::try_start(servers, check, upstream).map(Balancer::Haproxy),
+            Kind::Nginx => Nginx::try_start(servers, upstream).map(Balancer::Nginx),
         }
     }
 

@@ -5,7 +5,9 @@
 //!
 //! - health checks `GET /readyz` (or another [`Check`]) every second, one failure marks a
 //!   server down and one success marks it up again (`inter 1s fall 1 rise 1`);
-//! - keep-alive to the backends with connection reuse (`http-reuse safe`);
+//! - keep-alive to the backends with connection reuse (`http-reuse safe`), or, with an
+//!   [`Upstream::idle_timeout`], each server connection private to its client's and closed
+//!   with it (`http-reuse never`, `timeout http-keep-alive`);
 //! - `retries 0`, `retry-on none` and no `option redispatch`: a failure on the way to a
 //!   backend reaches the client as a 503 or 502 instead of being retried elsewhere.
 //!
@@ -19,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::balancer::LaunchError;
 use crate::client::get;
+pub use crate::launch::{LaunchError, ServerSlot, Upstream};
 pub use crate::ports::free_port;
 
 /// What to tell a user who has no HAProxy.
@@ -35,15 +37,6 @@ pub const FALL: u32 = 1;
 
 /// How long HAProxy may take to open its frontends.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One `server` line of the backend.
-#[derive(Clone, Debug)]
-pub struct ServerSlot {
-    /// The server's name in HAProxy (`a1`, ...).
-    pub name: String,
-    /// The loopback port HAProxy sends its requests and checks to.
-    pub port: u16,
-}
 
 /// A running HAProxy. Killed (by pid) and its directory removed when dropped.
 pub struct Haproxy {
@@ -94,12 +87,18 @@ impl Haproxy {
     /// When HAProxy cannot be started: this is the tests' entry point; the tool calls
     /// [`try_start`](Haproxy::try_start).
     pub fn start(servers: &[ServerSlot]) -> Haproxy {
-        Haproxy::try_start(servers, &Check::default()).unwrap_or_else(|error| panic!("{error}"))
+        Haproxy::try_start(servers, &Check::default(), Upstream::default())
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// [`start`](Haproxy::start) with the servers' `check`, returning why it failed.
-    pub fn try_start(servers: &[ServerSlot], check: &Check) -> Result<Haproxy, LaunchError> {
-        Haproxy::launch(|h1, h2, stats| config(h1, h2, stats, servers, check))
+    /// [`start`](Haproxy::start) with the servers' `check` and `upstream` keep-alive,
+    /// returning why it failed.
+    pub fn try_start(
+        servers: &[ServerSlot],
+        check: &Check,
+        upstream: Upstream,
+    ) -> Result<Haproxy, LaunchError> {
+        Haproxy::launch(|h1, h2, stats| config(h1, h2, stats, servers, check, upstream))
     }
 
     /// HAProxy in front of gRPC backends (HTTP/2 only), with the same checks, retry and
@@ -153,7 +152,7 @@ impl Haproxy {
             h2,
             stats,
         };
-        crate::balancer::wait_until_listening(
+        crate::launch::wait_until_listening(
             ("haproxy", "frontends"),
             &mut haproxy.child,
             &[h1, h2, stats],
@@ -236,7 +235,21 @@ fn config(
     stats: SocketAddr,
     servers: &[ServerSlot],
     check: &Check,
+    upstream: Upstream,
 ) -> String {
+    let (keep_alive, reuse) = match upstream.idle_timeout {
+        None => (
+            "30s".to_owned(),
+            "    # Keep-alive on both sides; idle server connections are shared between clients.\n    \
+             http-reuse safe\n",
+        ),
+        Some(idle) => (
+            format!("{}ms", idle.as_millis()),
+            "    # Keep-alive on both sides; each idle server connection is its client's and closes\n    \
+             # with it, after `timeout http-keep-alive` (the shared pool has no idle timeout).\n    \
+             http-reuse never\n",
+        ),
+    };
     let check = match check {
         Check::Http(path) => format!("    option httpchk GET {path}\n    http-check expect status 200\n"),
         Check::Tcp => "    # A TCP connect is the check (no readiness path).\n".to_owned(),
@@ -252,11 +265,9 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-    timeout http-keep-alive 30s
+    timeout http-keep-alive {keep_alive}
     timeout check 500ms
-    # Keep-alive on both sides; idle server connections are shared between clients.
-    option http-keep-alive
-    http-reuse safe
+{reuse}    option http-keep-alive
     # Every failure reaches the client: no retry, no retry on another server.
     retries 0
     retry-on none

@@ -1,8 +1,9 @@
 //! The parts of terminus-rs's end-to-end harness that `terminus-check` shares with the
 //! tests, so that the two cannot drift apart: the balancers' configurations and
-//! launchers ([`haproxy`], [`nginx`], behind one [`balancer`]), the load generator
-//! ([`loadgen`]), the kubelet-faithful prober ([`kubelet`]), the client's classification
-//! of refused HTTP/2 streams ([`refused`]), and the server processes ([`instance`]).
+//! launchers ([`haproxy`], [`nginx`], behind one [`balancer`], sharing [`launch`]), the
+//! load generator ([`loadgen`]), the kubelet-faithful prober ([`kubelet`]), the client's
+//! classification of refused HTTP/2 streams ([`refused`]), and the server processes
+//! ([`instance`]).
 //!
 //! The tool itself is [`cli::main`]: `terminus-check roll` ([`roll`], reported by
 //! [`report`] and [`svg`]) and `terminus-check probe` ([`probe`]); see `docs/check.md`.
@@ -25,6 +26,7 @@ pub mod h2_frames;
 pub mod haproxy;
 pub mod instance;
 pub mod kubelet;
+pub mod launch;
 pub mod loadgen;
 pub mod nginx;
 pub mod ports;

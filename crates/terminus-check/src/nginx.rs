@@ -23,9 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::balancer::LaunchError;
-use crate::haproxy::ServerSlot;
 use crate::instance::send_signal;
+pub use crate::launch::{LaunchError, ServerSlot, Upstream};
 
 /// What to tell a user who has no nginx.
 pub const INSTALL_HINT: &str = "nginx is not installed: `apt-get install nginx` (Debian, Ubuntu; it goes to \
@@ -50,6 +49,7 @@ pub struct Nginx {
     child: Child,
     dir: PathBuf,
     servers: Vec<ServerSlot>,
+    upstream: Upstream,
     /// The HTTP/1.1 address.
     pub h1: SocketAddr,
     /// The HTTP/2 (h2c, prior knowledge) address.
@@ -57,9 +57,10 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Writes the configuration for `servers` (all ready) to a fresh directory and starts
-    /// nginx in the foreground; returns once it accepts connections.
-    pub fn try_start(servers: &[ServerSlot]) -> Result<Nginx, LaunchError> {
+    /// Writes the configuration for `servers` (all ready, connections to them kept as
+    /// `upstream` says) to a fresh directory and starts nginx in the foreground; returns
+    /// once it accepts connections.
+    pub fn try_start(servers: &[ServerSlot], upstream: Upstream) -> Result<Nginx, LaunchError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let binary = binary().ok_or_else(|| LaunchError::new(INSTALL_HINT))?;
         let fail = |what: &str, error: std::io::Error| LaunchError::new(format!("{what}: {error}"));
@@ -73,8 +74,11 @@ impl Nginx {
         let h2 = SocketAddr::from(([127, 0, 0, 1], crate::ports::free_port()));
         let servers = servers.to_vec();
         let all_ready = vec![true; servers.len()];
-        std::fs::write(dir.join("nginx.conf"), config(h1, h2, &dir, &servers, &all_ready))
-            .map_err(|error| fail("write nginx.conf", error))?;
+        std::fs::write(
+            dir.join("nginx.conf"),
+            config(h1, h2, &dir, &servers, upstream, &all_ready),
+        )
+        .map_err(|error| fail("write nginx.conf", error))?;
         let child = Command::new(&binary)
             .arg("-p")
             .arg(&dir)
@@ -91,10 +95,11 @@ impl Nginx {
             child,
             dir,
             servers,
+            upstream,
             h1,
             h2,
         };
-        crate::balancer::wait_until_listening(
+        crate::launch::wait_until_listening(
             ("nginx", "ports"),
             &mut nginx.child,
             &[h1, h2],
@@ -118,7 +123,7 @@ impl Nginx {
     }
 
     fn write_config(&self, ready: &[bool]) -> Result<(), LaunchError> {
-        let text = config(self.h1, self.h2, &self.dir, &self.servers, ready);
+        let text = config(self.h1, self.h2, &self.dir, &self.servers, self.upstream, ready);
         std::fs::write(self.dir.join("nginx.conf"), text)
             .map_err(|error| LaunchError::new(format!("write nginx.conf: {error}")))
     }
@@ -147,9 +152,14 @@ fn config(
     h2: SocketAddr,
     dir: &std::path::Path,
     servers: &[ServerSlot],
+    keep_alive: Upstream,
     ready: &[bool],
 ) -> String {
     let dir = dir.display();
+    let idle_timeout = match keep_alive.idle_timeout {
+        Some(idle) => format!("        keepalive_timeout {}ms;\n", idle.as_millis()),
+        None => String::new(),
+    };
     let mut upstream = String::new();
     for (index, server) in servers.iter().enumerate() {
         let down = if ready.get(index).copied().unwrap_or(true) {
@@ -186,8 +196,9 @@ http {{
     upstream app {{
         # Passive health: a server that fails once is left out for a second. Servers
         # whose readiness fails are marked down (set_ready).
-{upstream}        keepalive 32;
-    }}
+{upstream}        # Idle connections to the servers kept for reuse (for how long: Upstream).
+        keepalive 32;
+{idle_timeout}    }}
 
     server {{
         listen {h1};

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::balancer::{self, Balancer, Kind};
-use crate::haproxy::{self, Check, ServerSlot};
+use crate::haproxy::{self, Check};
 use crate::instance::{Instance, Readiness};
+use crate::launch::{ServerSlot, Upstream};
 use crate::loadgen::{Expect, Load, LoadConfig, Record, Traffic};
 use crate::report::{self, Report, RestartTimes, Setting};
 
@@ -81,7 +82,8 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         Readiness::Path(path) => Check::Http(path.clone()),
         Readiness::Port => Check::Tcp,
     };
-    let balancer = Balancer::start(options.lb, &slots, &check).map_err(|error| error.to_string())?;
+    let balancer = Balancer::start(options.lb, &slots, &check, Upstream::default())
+        .map_err(|error| error.to_string())?;
     let (h1, h2, stats, detection) = (
         balancer.h1(),
         balancer.h2(),
