@@ -114,6 +114,7 @@ fn spawn<L, S, B>(
 {
     L::accepted(&io);
     let connection = Arc::new(Connection::new(
+        server.settings.terminus.clone(),
         L::peer(&addr, listener),
         Arc::clone(&server.clock),
         admin,

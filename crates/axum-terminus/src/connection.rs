@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
+use terminus_core::Terminus;
 use tokio::task::AbortHandle;
 
 use crate::clock::{Clock, Tick};
@@ -80,6 +81,8 @@ pub(crate) struct Limits {
 
 /// One connection's shared state.
 pub(crate) struct Connection {
+    /// The lifecycle its requests are counted by.
+    pub(crate) terminus: Terminus,
     pub(crate) peer: Peer,
     /// On an admin listener: its requests are not the application's.
     pub(crate) admin: bool,
@@ -143,12 +146,19 @@ impl Flags {
 }
 
 impl Connection {
-    pub(crate) fn new(peer: Peer, clock: Arc<Clock>, admin: bool, limits: Limits) -> Connection {
+    pub(crate) fn new(
+        terminus: Terminus,
+        peer: Peer,
+        clock: Arc<Clock>,
+        admin: bool,
+        limits: Limits,
+    ) -> Connection {
         let accepted = clock.now();
         let max_age_at = limits.max_age.map_or(Tick::NONE, |age| {
             Tick(accepted.0.saturating_add(jittered(age).as_millis() as u64))
         });
         Connection {
+            terminus,
             peer,
             admin,
             max_age_at,

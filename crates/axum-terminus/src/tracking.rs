@@ -22,7 +22,7 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use terminus_core::server::{self, Answered, ServerExt};
-use terminus_core::{DescribeRequest, RequestGuard, Terminus};
+use terminus_core::{DescribeRequest, RequestGuard};
 use tower_service::Service;
 
 use crate::clock::Tick;
@@ -78,13 +78,12 @@ where
         // axum's routers are always ready: call at once. A service that is not ready yet
         // is called once it is (see `TrackedFuture`).
         let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => call(&mut service, request, served, &self.settings.terminus),
+            Poll::Ready(Ok(())) => call(&mut service, request, served),
             _ => State::Waiting {
                 waiting: Some(Box::new(Waiting {
                     service,
                     request,
                     served,
-                    terminus: self.settings.terminus.clone(),
                 })),
             },
         };
@@ -92,42 +91,67 @@ where
     }
 }
 
-/// Calls the application, and counts the request unless it was a probe (which the layer
-/// answered) or an operator's request on an admin listener. The layer, called inside,
-/// sees that this server counts the request and does not count it again
-/// ([`server::call_tracked`]).
-fn call<S, F>(
-    service: &mut S,
-    request: Request<Body>,
-    served: ServedRequest,
-    terminus: &Terminus,
-) -> State<S, F>
+/// Calls the application inside [`server::call_tracked`]: the layer, called inside,
+/// leaves the count to this server, and says when it answered a probe.
+fn call<S, F>(service: &mut S, request: Request<Body>, served: ServedRequest) -> State<S, F>
 where
     S: Service<Request<Body>, Future = F>,
 {
-    let (future, answered) = server::call_tracked(|| service.call(request));
-    let held = if answered == Answered::Probe || served.connection.admin {
-        Held::Uncounted(served)
-    } else {
-        Held::Counted(terminus.track_request(served))
-    };
+    let (future, said) = server::call_tracked(|| service.call(request));
     // Boxed: the response body stays small enough to be moved without a memcpy call,
     // which hyper does several times per response (measured: cheaper than the
     // allocation).
+    let mut held = Box::new(Held::Undecided(served));
+    if said.is_some() {
+        held.decide(said);
+    }
     State::Called {
         future,
-        held: Some(Box::new(held)),
+        held: Some(held),
     }
 }
 
 /// What a response holds until its body ends: dropping it ends the request.
 enum Held {
+    /// Called, and not known yet whether the layer answered a probe: axum's
+    /// `Router::layer` calls the layer only when the response future is first polled.
+    /// Decided at the latest then ([`Held::decide`]).
+    Undecided(ServedRequest),
     /// An application request: Closing waits for it, and it counts as drained or cut.
     Counted(RequestGuard<ServedRequest>),
     /// A probe, or a request on an admin listener (`/metrics`, say): its connection knows
     /// it is busy, and the lifecycle's counts and metrics leave it out. A probe is no
     /// request of the application's: it is never counted in flight, drained or cut.
     Uncounted(ServedRequest),
+    /// Only inside [`Held::decide`], between taking the request and storing it again.
+    Deciding,
+}
+
+impl Held {
+    /// Counts the request, unless the layer said it answered a probe or the connection
+    /// is an admin listener's. Once: a decided request stays as it is.
+    fn decide(&mut self, said: Option<Answered>) {
+        if !matches!(self, Held::Undecided(_)) {
+            return;
+        }
+        let Held::Undecided(served) = std::mem::replace(self, Held::Deciding) else {
+            return;
+        };
+        *self = if said == Some(Answered::Probe) || served.connection.admin {
+            Held::Uncounted(served)
+        } else {
+            let terminus = served.connection.terminus.clone();
+            Held::Counted(terminus.track_request(served))
+        };
+    }
+
+    fn served(&self) -> Option<&ServedRequest> {
+        match self {
+            Held::Counted(guard) => Some(guard.request()),
+            Held::Undecided(served) | Held::Uncounted(served) => Some(served),
+            Held::Deciding => None,
+        }
+    }
 }
 
 /// An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT (RFC 8441): hyper gives exactly
@@ -154,15 +178,6 @@ impl ServedRequest {
             method: request.method().clone(),
             path: request.uri().path_and_query().cloned(),
             started: connection.clock.now(),
-        }
-    }
-}
-
-impl Held {
-    fn served(&self) -> &ServedRequest {
-        match self {
-            Held::Counted(guard) => guard.request(),
-            Held::Uncounted(served) => served,
         }
     }
 }
@@ -216,7 +231,6 @@ struct Waiting<S> {
     service: S,
     request: Request<Body>,
     served: ServedRequest,
-    terminus: Terminus,
 }
 
 impl<S, F, B> Future for TrackedFuture<S, F>
@@ -232,10 +246,16 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Called { future, held } => {
-                    let mut response = ready!(future.poll(cx))?;
+                    // Inside the server's call, as the call itself was: the layer may be
+                    // reached only now.
+                    let (poll, said) = server::call_tracked(|| future.poll(cx));
+                    if let Some(held) = held.as_mut() {
+                        held.decide(said);
+                    }
+                    let mut response = ready!(poll)?;
                     let held = held.take();
-                    if let Some(held) = &held {
-                        held.served().connection.close_if_retiring(&mut response);
+                    if let Some(served) = held.as_deref().and_then(Held::served) {
+                        served.connection.close_if_retiring(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })));
                 }
@@ -252,9 +272,8 @@ where
                         mut service,
                         request,
                         served,
-                        terminus,
                     } = *ready;
-                    let called = call(&mut service, request, served, &terminus);
+                    let called = call(&mut service, request, served);
                     state.as_mut().set(called);
                 }
             }

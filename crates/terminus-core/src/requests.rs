@@ -4,7 +4,7 @@
 //! response is over: the server that calls the service, if it counts requests itself
 //! (`axum-terminus` does, at each connection), else `TerminusLayer`. The server says so
 //! by calling its service inside [`call_tracked`]; the layer, called inside, sees it
-//! with [`is_tracked_by_server`]. Nothing is stored on the `Terminus`: a layer under
+//! with [`leave_count_to_server`]. Nothing is stored on the `Terminus`: a layer under
 //! `axum::serve` or tonic counts its requests even while another server of the same
 //! `Terminus` counts its own. The count is a tokio-util [`TaskTracker`]: closed when the shutdown
 //! begins, so `wait()` resolves when the last request in flight ends. Each guard carries
@@ -44,59 +44,88 @@ pub trait ProbeMatcher: Send + Sync + 'static {
     fn is_probe(&self, path: &str) -> bool;
 }
 
-/// How a request that a server called its service with was answered, as far as the
-/// middleware inside said: see [`call_tracked`].
+/// What middleware said of a request that a server called it with: see
+/// [`call_tracked`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answered {
-    /// By the application (or by nobody yet): the server counts it.
+    /// A request of the application's: middleware left the count to the server.
     Request,
-    /// As a probe, by `TerminusLayer`: never counted in flight, drained or cut.
+    /// A probe, answered by `TerminusLayer`: never counted in flight, drained or cut.
     Probe,
 }
 
-thread_local! {
-    /// What the innermost [`call_tracked`] running on this thread knows: `None` outside
-    /// one. A thread-local, not a field of the `Terminus`, because it is about one call
-    /// on one thread: two servers sharing a `Terminus` must not see each other's.
-    static SERVER_CALL: Cell<Option<Answered>> = const { Cell::new(None) };
+/// Where this thread stands with respect to [`call_tracked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Not inside a server's call: middleware counts what it serves.
+    Outside,
+    /// Inside one, and no middleware has said anything yet.
+    Silent,
+    /// Inside one, and middleware said this.
+    Said(Answered),
 }
 
-/// Calls `call` (a server calling its service with one request) as a server that counts
-/// that request itself: middleware called inside it ([`is_tracked_by_server`] is true
-/// there) leaves the count to the server. Returns what `call` returned, and whether a
-/// middleware answered the request as a probe ([`answered_as_probe`]), in which case the
-/// server does not count it either.
+thread_local! {
+    /// The innermost [`call_tracked`] running on this thread. A thread-local, not a
+    /// field of the `Terminus`, because it is about one call on one thread: two servers
+    /// sharing a `Terminus` must not see each other's.
+    static SCOPE: Cell<Scope> = const { Cell::new(Scope::Outside) };
+}
+
+/// Runs `call` as a server that counts the request itself: a server's `call` of its
+/// service for one request, and each poll of the response future that follows (tower
+/// services may call the middleware inside them only when first polled, as axum's
+/// `Router::layer` does). Middleware run inside it leaves the count to the server
+/// ([`leave_count_to_server`]) and says when it answered a probe
+/// ([`answered_as_probe`]). Returns what `call` returned, and what middleware said, if
+/// anything: `None` when no middleware spoke (a service without `TerminusLayer`, or one
+/// that has not reached it yet), in which case the server counts the request.
 ///
-/// It covers what runs synchronously inside `call`: tower's `Service::call` of the
-/// layer, which is where `TerminusLayer` decides. (A middleware that defers calling the
-/// inner service to another task, such as tower's `Buffer`, puts the layer outside it:
-/// the request is then counted twice, which delays nothing and loses nothing.)
-pub fn call_tracked<R>(call: impl FnOnce() -> R) -> (R, Answered) {
-    /// Restores the outer call's state, even if `call` panics.
-    struct Restore(Option<Answered>);
+/// It covers what runs on this thread inside `call`. (A middleware that hands the
+/// request to another task, such as tower's `Buffer`, puts the layer outside it: the
+/// request is then counted twice, which delays nothing and loses nothing.)
+pub fn call_tracked<R>(call: impl FnOnce() -> R) -> (R, Option<Answered>) {
+    /// Restores the outer scope, even if `call` panics.
+    struct Restore(Scope);
     impl Drop for Restore {
         fn drop(&mut self) {
-            SERVER_CALL.set(self.0);
+            SCOPE.set(self.0);
         }
     }
-    let _restore = Restore(SERVER_CALL.replace(Some(Answered::Request)));
+    let _restore = Restore(SCOPE.replace(Scope::Silent));
     let value = call();
-    let answered = SERVER_CALL.get().unwrap_or(Answered::Request);
-    (value, answered)
+    let said = match SCOPE.get() {
+        Scope::Said(answered) => Some(answered),
+        Scope::Outside | Scope::Silent => None,
+    };
+    (value, said)
 }
 
-/// Whether the request being handled now was called by a server that counts it
-/// ([`call_tracked`]): middleware then does not count it again.
-pub fn is_tracked_by_server() -> bool {
-    SERVER_CALL.get().is_some()
-}
-
-/// Middleware answered the request being handled now as a probe: the server that
-/// called it ([`call_tracked`]), if any, does not count it.
-pub fn answered_as_probe() {
-    if SERVER_CALL.get().is_some() {
-        SERVER_CALL.set(Some(Answered::Probe));
+/// For middleware that would count the request it is handling: `true` when a server
+/// that counts it called the middleware ([`call_tracked`]), which is then told the
+/// request reached the middleware; `false` otherwise, and the middleware counts it.
+pub fn leave_count_to_server() -> bool {
+    match SCOPE.get() {
+        Scope::Outside => false,
+        Scope::Silent => {
+            SCOPE.set(Scope::Said(Answered::Request));
+            true
+        }
+        Scope::Said(_) => true,
     }
+}
+
+/// Middleware answered the request it is handling as a probe: the server that called it
+/// ([`call_tracked`]), if any, does not count it.
+pub fn answered_as_probe() {
+    if SCOPE.get() != Scope::Outside {
+        SCOPE.set(Scope::Said(Answered::Probe));
+    }
+}
+
+/// Whether a server that counts requests called the code running now.
+pub(crate) fn in_server_call() -> bool {
+    SCOPE.get() != Scope::Outside
 }
 
 /// Counts requests in flight, and those drained and cut since the shutdown began.
@@ -256,5 +285,32 @@ mod tests {
             .await
             .expect("resolves at zero")
             .unwrap();
+    }
+
+    #[test]
+    fn a_server_call_hears_what_middleware_said_and_nothing_leaks_out_of_it() {
+        assert!(
+            !leave_count_to_server(),
+            "outside a server's call, middleware counts"
+        );
+        let ((), said) = call_tracked(|| {});
+        assert_eq!(said, None, "no middleware spoke");
+        let (counted_by_server, said) = call_tracked(leave_count_to_server);
+        assert!(counted_by_server);
+        assert_eq!(said, Some(Answered::Request));
+        let ((), said) = call_tracked(answered_as_probe);
+        assert_eq!(said, Some(Answered::Probe));
+        // A nested call (a server inside a handler) keeps its own answer.
+        let (inner, outer) = call_tracked(|| {
+            let ((), inner) = call_tracked(answered_as_probe);
+            inner
+        });
+        assert_eq!((inner, outer), (Some(Answered::Probe), None));
+        // A panic inside restores the outer state.
+        let caught = std::panic::catch_unwind(|| call_tracked(|| panic!("in the service")));
+        assert!(caught.is_err());
+        assert!(!leave_count_to_server(), "outside again after the panic");
+        answered_as_probe();
+        assert!(!in_server_call(), "a probe answered outside changes nothing");
     }
 }

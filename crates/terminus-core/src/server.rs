@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::health::{LifecycleState, ProbeRequest, Report};
 #[allow(deprecated)]
 pub use crate::requests::ProbeMatcher;
-pub use crate::requests::{answered_as_probe, call_tracked, is_tracked_by_server, Answered};
+pub use crate::requests::{answered_as_probe, call_tracked, leave_count_to_server, Answered};
 use crate::requests::{DescribeRequest, RequestGuard};
 use crate::terminus::Terminus;
 
@@ -42,9 +42,9 @@ pub trait ServerExt: sealed::Sealed {
     fn track_requests_at_connections(&self) {}
 
     /// Whether the request being handled now is counted by the server that called it.
-    #[deprecated(note = "use `terminus_core::server::is_tracked_by_server`")]
+    #[deprecated(note = "use `terminus_core::server::leave_count_to_server`")]
     fn requests_tracked_by_server(&self) -> bool {
-        is_tracked_by_server()
+        crate::requests::in_server_call()
     }
 
     /// A snapshot of the lifecycle, as probes see it.

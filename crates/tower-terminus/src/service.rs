@@ -94,7 +94,7 @@ where
         // A server that counts the request itself called this inside
         // `server::call_tracked`: counting here too would count it twice. Any other
         // server (`axum::serve`, tonic's) leaves the count to the layer.
-        let guard = (!server::is_tracked_by_server()).then(|| {
+        let guard = (!server::leave_count_to_server()).then(|| {
             // Boxed: the response future and body stay small for the common case, a
             // server that tracks requests itself, where there is no guard here at all.
             Box::new(state.terminus.track_request(LayerRequest::new(&request)))

@@ -291,7 +291,11 @@ async fn under_a_server_that_tracks_requests_the_layer_counts_nothing() {
         }));
     // The server calls the service inside `call_tracked`, as axum-terminus does.
     let (future, answered) = server::call_tracked(|| service.call(Request::new(Empty::new())));
-    assert_eq!(answered, server::Answered::Request, "an application request");
+    assert_eq!(
+        answered,
+        Some(server::Answered::Request),
+        "an application request"
+    );
     let response = future.await.unwrap();
     assert_eq!(terminus.in_flight(), 0, "the server counts it, not the layer");
     drop(response);
@@ -338,7 +342,7 @@ async fn a_probe_answered_under_a_server_call_is_reported_to_the_server_as_a_pro
     ] {
         let request = Request::get(path).body(Empty::new()).unwrap();
         let (future, answered) = server::call_tracked(|| service.call(request));
-        assert_eq!(answered, expected, "{path}");
+        assert_eq!(answered, Some(expected), "{path}");
         drop(future.await.unwrap());
     }
     assert_eq!(
