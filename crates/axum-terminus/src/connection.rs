@@ -6,6 +6,27 @@
 //! [`Connection`], which records what the connection is doing (requests in flight, a
 //! request head arriving, an upgrade) and wakes its task. The task then reads the
 //! phase from the `Terminus` and decides; nothing here keeps a copy of the phase.
+//!
+//! Memory orderings, and what each pairs with:
+//!
+//! - `attention`: `notify` stores it (`SeqCst`, so release) after whatever it announces
+//!   (a flag set, a phase entered); the task's swap in `take_attention` (`SeqCst`, so
+//!   acquire) then sees all of it. This is the pair that carries every notice to the
+//!   task; the waker only makes the task run.
+//! - `flags`: set with `AcqRel` read-modify-writes (`set`, `retire`, the write-blocked
+//!   bit) and read with `Acquire` (`has`, `is_upgraded`): a reader that sees a bit sees
+//!   what its setter did before setting it. (The retire reason and time are stored after
+//!   the bit, `Relaxed`: a reader may see the bit before them, see `retire`.)
+//! - `protocol`: stored once with `Release` when the protocol is known, read with
+//!   `Acquire`; it publishes nothing else.
+//! - `in_flight`: `SeqCst` increments (on the connection's task, where hyper calls the
+//!   service) and decrements (wherever the response body ends: another task for an
+//!   HTTP/2 stream), and `SeqCst` loads, so that the sweep and the cut see one order of
+//!   requests starting and ending; `request_ended` then stores `idle_since` (`Release`),
+//!   which the sweep reads (`Acquire`) after seeing zero in flight.
+//! - `head_since`: `Release` stores, `Acquire` loads, each pairing with the other; the
+//!   `Relaxed` load in `bytes_arrived` only decides whether to store.
+//! - `requests`, `retire_reason`, `retired_at`: `Relaxed`, each said where it is used.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -216,17 +216,26 @@ async fn drive<C: GracefulConnection>(
     poll_fn(|cx| {
         if attention.check(connection, cx.waker()) {
             if connection.is_expired() {
-                if protocol != Protocol::Http2 || asked_to_finish {
+                if connection.in_flight() > 0 {
+                    // A request began just as the timeout expired (the sweep found the
+                    // connection idle a moment before): it is answered, and the
+                    // connection closes after it, instead of being dropped under it.
+                    if !asked_to_finish {
+                        conn.as_mut().graceful_shutdown();
+                        asked_to_finish = true;
+                    }
+                } else if protocol != Protocol::Http2 || asked_to_finish {
                     // Timed out, or idle past the bound at Closing: drop it.
                     return Poll::Ready(Ok(()));
+                } else {
+                    // An HTTP/2 peer that sent no request in time gets a GOAWAY first,
+                    // so that a request crossing it is refused in a way clients retry
+                    // (RFC 9113 §8.7) rather than reset; a peer that says nothing more
+                    // is dropped after a short grace.
+                    conn.as_mut().graceful_shutdown();
+                    asked_to_finish = true;
+                    goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
                 }
-                // An HTTP/2 peer that sent no request in time gets a GOAWAY first, so
-                // that a request crossing it is refused in a way clients retry
-                // (RFC 9113 §8.7) rather than reset; a peer that says nothing more
-                // is dropped after a short grace.
-                conn.as_mut().graceful_shutdown();
-                asked_to_finish = true;
-                goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
             }
             if !asked_to_finish && should_finish(protocol, terminus.phase(), connection) {
                 // HTTP/1: finish the response in progress with `Connection: close`, then
