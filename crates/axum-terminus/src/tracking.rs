@@ -22,7 +22,7 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use terminus_core::server::{self, Answered, ServerExt};
-use terminus_core::{DescribeRequest, RequestGuard};
+use terminus_core::{DescribeRequest, RequestGuard, Terminus};
 use tower_service::Service;
 
 use crate::clock::Tick;
@@ -71,19 +71,29 @@ where
         if self.settings.connect_info || upgrade {
             request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
         }
-        // The connection is busy from here until the response body ends.
-        let served = ServedRequest::new(&self.connection, &request, upgrade);
+        let head = Head {
+            method: request.method().clone(),
+            path: request.uri().path_and_query().cloned(),
+            upgrade,
+        };
         let mut service = self.inner.clone();
         let request = request.map(Body::new);
         // axum's routers are always ready: call at once. A service that is not ready yet
         // is called once it is (see `TrackedFuture`).
         let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => call(&mut service, request, served),
+            Poll::Ready(Ok(())) => call(
+                &mut service,
+                request,
+                head,
+                &self.connection,
+                &self.settings.terminus,
+            ),
             _ => State::Waiting {
                 waiting: Some(Box::new(Waiting {
                     service,
                     request,
-                    served,
+                    head,
+                    connection: Arc::clone(&self.connection),
                 })),
             },
         };
@@ -91,23 +101,49 @@ where
     }
 }
 
+/// What the server keeps of a request's head, for the connection and the cut report.
+struct Head {
+    method: Method,
+    /// The path (and query): a reference count, where the whole `Uri` would be three.
+    path: Option<PathAndQuery>,
+    upgrade: bool,
+}
+
 /// Calls the application inside [`server::call_tracked`]: the layer, called inside,
-/// leaves the count to this server, and says when it answered a probe.
-fn call<S, F>(service: &mut S, request: Request<Body>, served: ServedRequest) -> State<S, F>
+/// leaves the count to this server and says when it answered a probe. A probe is no
+/// request of the application's: the layer answers it in microseconds, and it is never
+/// counted in flight, drained or cut, nor does it make the connection busy.
+#[inline]
+fn call<S, F>(
+    service: &mut S,
+    request: Request<Body>,
+    head: Head,
+    connection: &Arc<Connection>,
+    terminus: &Terminus,
+) -> State<S, F>
 where
     S: Service<Request<Body>, Future = F>,
 {
     let (future, said) = server::call_tracked(|| service.call(request));
-    // Boxed: the response body stays small enough to be moved without a memcpy call,
-    // which hyper does several times per response (measured: cheaper than the
-    // allocation).
-    let mut held = Box::new(Held::Undecided(served));
-    if said.is_some() {
-        held.decide(said);
-    }
+    // The connection is busy from here until the response body ends.
+    let held = (said != Some(Answered::Probe)).then(|| {
+        let served = ServedRequest::new(connection, head);
+        // Boxed: the response body stays small enough to be moved without a memcpy
+        // call, which hyper does several times per response (measured: cheaper than the
+        // allocation).
+        Box::new(match said {
+            // The layer was reached (or the service has none, as far as this call
+            // shows): decided now.
+            Some(_) => Held::decided(served, terminus),
+            // axum's `Router::layer` reaches the layer only when the response future is
+            // first polled: decided then.
+            None => Held::Undecided(served),
+        })
+    });
     State::Called {
         future,
-        held: Some(held),
+        held,
+        listening: said.is_none(),
     }
 }
 
@@ -128,8 +164,17 @@ enum Held {
 }
 
 impl Held {
-    /// Counts the request, unless the layer said it answered a probe or the connection
-    /// is an admin listener's. Once: a decided request stays as it is.
+    /// Counts the request, unless the connection is an admin listener's.
+    fn decided(served: ServedRequest, terminus: &Terminus) -> Held {
+        if served.connection.admin {
+            Held::Uncounted(served)
+        } else {
+            Held::Counted(terminus.track_request(served))
+        }
+    }
+
+    /// Decides at the first poll what the call could not: uncounted if the layer said it
+    /// answered a probe, counted otherwise. Once: a decided request stays as it is.
     fn decide(&mut self, said: Option<Answered>) {
         if !matches!(self, Held::Undecided(_)) {
             return;
@@ -137,11 +182,11 @@ impl Held {
         let Held::Undecided(served) = std::mem::replace(self, Held::Deciding) else {
             return;
         };
-        *self = if said == Some(Answered::Probe) || served.connection.admin {
+        *self = if said == Some(Answered::Probe) {
             Held::Uncounted(served)
         } else {
             let terminus = served.connection.terminus.clone();
-            Held::Counted(terminus.track_request(served))
+            Held::decided(served, &terminus)
         };
     }
 
@@ -171,12 +216,12 @@ pub(crate) struct ServedRequest {
 }
 
 impl ServedRequest {
-    fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
-        connection.request_started(upgrade);
+    fn new(connection: &Arc<Connection>, head: Head) -> ServedRequest {
+        connection.request_started(head.upgrade);
         ServedRequest {
             connection: Arc::clone(connection),
-            method: request.method().clone(),
-            path: request.uri().path_and_query().cloned(),
+            method: head.method,
+            path: head.path,
             started: connection.clock.now(),
         }
     }
@@ -219,6 +264,9 @@ pin_project! {
             #[pin]
             future: F,
             held: Option<Box<Held>>,
+            // Whether the layer has yet to be reached: until it is, each poll runs inside
+            // the server's call, so that the layer sees this server counts the request.
+            listening: bool,
         },
         /// The service was not ready when the request came: it is called once it is.
         /// Boxed: rare, and the request would make every response future larger.
@@ -230,7 +278,8 @@ pin_project! {
 struct Waiting<S> {
     service: S,
     request: Request<Body>,
-    served: ServedRequest,
+    head: Head,
+    connection: Arc<Connection>,
 }
 
 impl<S, F, B> Future for TrackedFuture<S, F>
@@ -245,13 +294,23 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Called { future, held } => {
-                    // Inside the server's call, as the call itself was: the layer may be
-                    // reached only now.
-                    let (poll, said) = server::call_tracked(|| future.poll(cx));
-                    if let Some(held) = held.as_mut() {
-                        held.decide(said);
-                    }
+                StateProj::Called {
+                    future,
+                    held,
+                    listening,
+                } => {
+                    let poll = if *listening {
+                        // Inside the server's call, as the call itself was: the layer may
+                        // be reached only now.
+                        let (poll, said) = server::call_tracked(|| future.poll(cx));
+                        if let Some(held) = held.as_mut() {
+                            held.decide(said);
+                        }
+                        *listening = said.is_none();
+                        poll
+                    } else {
+                        future.poll(cx)
+                    };
                     let mut response = ready!(poll)?;
                     let held = held.take();
                     if let Some(served) = held.as_deref().and_then(Held::served) {
@@ -271,9 +330,11 @@ where
                     let Waiting {
                         mut service,
                         request,
-                        served,
+                        head,
+                        connection,
                     } = *ready;
-                    let called = call(&mut service, request, served);
+                    let terminus = connection.terminus.clone();
+                    let called = call(&mut service, request, head, &connection, &terminus);
                     state.as_mut().set(called);
                 }
             }

@@ -84,10 +84,12 @@ thread_local! {
 /// It covers what runs on this thread inside `call`. (A middleware that hands the
 /// request to another task, such as tower's `Buffer`, puts the layer outside it: the
 /// request is then counted twice, which delays nothing and loses nothing.)
+#[inline]
 pub fn call_tracked<R>(call: impl FnOnce() -> R) -> (R, Option<Answered>) {
     /// Restores the outer scope, even if `call` panics.
     struct Restore(Scope);
     impl Drop for Restore {
+        #[inline]
         fn drop(&mut self) {
             SCOPE.set(self.0);
         }
@@ -104,6 +106,7 @@ pub fn call_tracked<R>(call: impl FnOnce() -> R) -> (R, Option<Answered>) {
 /// For middleware that would count the request it is handling: `true` when a server
 /// that counts it called the middleware ([`call_tracked`]), which is then told the
 /// request reached the middleware; `false` otherwise, and the middleware counts it.
+#[inline]
 pub fn leave_count_to_server() -> bool {
     match SCOPE.get() {
         Scope::Outside => false,
@@ -117,6 +120,7 @@ pub fn leave_count_to_server() -> bool {
 
 /// Middleware answered the request it is handling as a probe: the server that called it
 /// ([`call_tracked`]), if any, does not count it.
+#[inline]
 pub fn answered_as_probe() {
     if SCOPE.get() != Scope::Outside {
         SCOPE.set(Scope::Said(Answered::Probe));
