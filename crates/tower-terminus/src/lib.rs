@@ -10,8 +10,10 @@
 //!   [`TerminusLayerBuilder::expose_failure_reasons`] is set;
 //! - counts every other request as in flight from `call` until its response body
 //!   ends, fails or is dropped, so that shutdown waits for streaming responses too
-//!   (under `axum_terminus::serve`, which tracks requests at its connections, the
-//!   server does this instead, and the layer steps aside);
+//!   (a server that counts requests at its connections, as `axum_terminus::serve`
+//!   does, calls the layer inside `terminus_core::server::call_tracked`, and the layer
+//!   leaves the count of that request to it: each request is counted once, by whoever
+//!   called the layer);
 //! - adds `Connection: close` to HTTP/1.x responses once the server is draining, so
 //!   keep-alive clients take their next request elsewhere (never on HTTP/2, where
 //!   the server sends GOAWAY instead).
