@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use terminus_core::server::ServerExt as _;
 
 use axum::Router;
-use axum_terminus::{Phase, Terminus, TerminusLayer};
+use axum_terminus::{Layer, Phase, Terminus, TerminusLayer};
 use http::StatusCode;
 use terminus_tests::{get as http_get, on_both_runtimes, H1};
 use tokio::net::TcpListener;
@@ -20,6 +20,8 @@ on_both_runtimes!(
     connect_info_reaches_handlers_only_when_the_server_asks_for_it,
     a_listener_of_the_users_own_drains_and_cuts_like_tcp,
     a_request_under_axum_serve_is_waited_for_while_our_server_shares_the_terminus,
+    a_keep_alive_connection_that_only_carries_probes_outlives_the_header_read_timeout,
+    a_request_waiting_for_a_service_that_is_not_ready_is_served_through_closing,
 );
 
 fn app(terminus: &Terminus) -> Router {
@@ -393,4 +395,86 @@ async fn a_request_under_axum_serve_is_waited_for_while_our_server_shares_the_te
         .expect("axum::serve returns")
         .unwrap()
         .unwrap();
+}
+
+/// A balancer's health checks over one keep-alive connection: each probe's head ends the
+/// header-read timeout, as any request's does. (A connection that only ever carried
+/// probes was closed by that timeout, counted from its accept.)
+async fn a_keep_alive_connection_that_only_carries_probes_outlives_the_header_read_timeout() {
+    let terminus = Terminus::builder()
+        .header_read_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The layer around the router, as the README writes it: it answers a probe in the
+    // server's call of the service.
+    let service = TerminusLayer::new(&terminus).layer(quickstart::router());
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(async move { axum_terminus::serve(listener, service, &terminus).await })
+    };
+    let mut checks = H1::connect(addr).await.unwrap();
+    // Three times the timeout, a probe every 200 ms, on the one connection.
+    for round in 0..8 {
+        let reply = checks.get("/readyz").await;
+        let reply = reply.unwrap_or_else(|error| panic!("probe {round} on the kept connection: {error}"));
+        assert_eq!(reply.status, StatusCode::OK, "probe {round}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!checks.is_closed(), "the connection is still open");
+    terminus.shutdown("test");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
+    assert_eq!(
+        outcome.requests_drained, 0,
+        "probes are not requests: {outcome:?}"
+    );
+}
+
+/// A service that is not ready (a concurrency limit, saturated) keeps a request waiting:
+/// the request already makes its connection busy, so Closing neither closes the
+/// connection under it nor stops before it is answered.
+async fn a_request_waiting_for_a_service_that_is_not_ready_is_served_through_closing() {
+    use tower::ServiceBuilder;
+
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(100))
+        .idle_close_timeout(Duration::from_millis(100))
+        .drain_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One request at a time; the layer outside the limit, so probes are not queued.
+    let limited = ServiceBuilder::new()
+        .layer(TerminusLayer::new(&terminus))
+        .concurrency_limit(1)
+        .service(quickstart::router());
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(async move { axum_terminus::serve(listener, limited, &terminus).await })
+    };
+    let first = tokio::spawn(async move { http_get(addr, "/slow?ms=800").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Waits for the first to finish.
+    let second = tokio::spawn(async move { http_get(addr, "/slow?ms=100").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    terminus.shutdown("test");
+    for (name, reply) in [("first", first.await.unwrap()), ("second", second.await.unwrap())] {
+        let reply = reply.unwrap_or_else(|error| panic!("the {name} request is answered: {error}"));
+        assert_eq!(reply.status, StatusCode::OK, "{name}");
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
+    assert_eq!(
+        outcome.requests_drained, 2,
+        "both counted, once each: {outcome:?}"
+    );
 }

@@ -421,6 +421,11 @@ impl Connection {
         self.notify();
     }
 
+    /// Takes an expiry back: a request began as it was set (see `drive`).
+    pub(crate) fn unexpire(&self) {
+        self.flags.fetch_and(!Flags::EXPIRED, Ordering::AcqRel);
+    }
+
     pub(crate) fn is_expired(&self) -> bool {
         self.has(Flags::EXPIRED)
     }

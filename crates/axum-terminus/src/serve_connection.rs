@@ -220,9 +220,15 @@ async fn drive<C: GracefulConnection>(
                     // A request began just as the timeout expired (the sweep found the
                     // connection idle a moment before): it is answered, and the
                     // connection closes after it, instead of being dropped under it.
+                    // The expiry is taken back, so that the sweep's bounds (and, for
+                    // HTTP/2, the grace after the GOAWAY) apply to what follows.
+                    connection.unexpire();
                     if !asked_to_finish {
                         conn.as_mut().graceful_shutdown();
                         asked_to_finish = true;
+                        if protocol == Protocol::Http2 {
+                            goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
+                        }
                     }
                 } else if protocol != Protocol::Http2 || asked_to_finish {
                     // Timed out, or idle past the bound at Closing: drop it.
@@ -249,13 +255,18 @@ async fn drive<C: GracefulConnection>(
                 }
             }
         }
+        // hyper first: it writes what is queued (the last frames of a stream that
+        // crossed the GOAWAY) before the grace may end the connection.
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
         if let Some(grace) = goaway_grace.as_mut() {
             // A request that crossed the GOAWAY is served: hyper closes after it.
             if grace.as_mut().poll(cx).is_ready() && !connection.is_busy() {
                 return Poll::Ready(Ok(()));
             }
         }
-        conn.as_mut().poll(cx)
+        Poll::Pending
     })
     .await
 }

@@ -71,29 +71,21 @@ where
         if self.settings.connect_info || upgrade {
             request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
         }
-        let head = Head {
-            method: request.method().clone(),
-            path: request.uri().path_and_query().cloned(),
-            upgrade,
-        };
+        // The connection is busy from here until the response body ends, probes too:
+        // they are answered on it, and their heads end the header-read timeout as any
+        // other's do.
+        let served = ServedRequest::new(&self.connection, &request, upgrade);
         let mut service = self.inner.clone();
         let request = request.map(Body::new);
         // axum's routers are always ready: call at once. A service that is not ready yet
         // is called once it is (see `TrackedFuture`).
         let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => call(
-                &mut service,
-                request,
-                head,
-                &self.connection,
-                &self.settings.terminus,
-            ),
+            Poll::Ready(Ok(())) => call(&mut service, request, served, &self.settings.terminus),
             _ => State::Waiting {
                 waiting: Some(Box::new(Waiting {
                     service,
                     request,
-                    head,
-                    connection: Arc::clone(&self.connection),
+                    served,
                 })),
             },
         };
@@ -101,49 +93,36 @@ where
     }
 }
 
-/// What the server keeps of a request's head, for the connection and the cut report.
-struct Head {
-    method: Method,
-    /// The path (and query): a reference count, where the whole `Uri` would be three.
-    path: Option<PathAndQuery>,
-    upgrade: bool,
-}
-
 /// Calls the application inside [`server::call_tracked`]: the layer, called inside,
 /// leaves the count to this server and says when it answered a probe. A probe is no
 /// request of the application's: the layer answers it in microseconds, and it is never
-/// counted in flight, drained or cut, nor does it make the connection busy.
+/// counted in flight, drained or cut.
 #[inline]
 fn call<S, F>(
     service: &mut S,
     request: Request<Body>,
-    head: Head,
-    connection: &Arc<Connection>,
+    served: ServedRequest,
     terminus: &Terminus,
 ) -> State<S, F>
 where
     S: Service<Request<Body>, Future = F>,
 {
     let (future, said) = server::call_tracked(|| service.call(request));
-    // The connection is busy from here until the response body ends.
-    let held = (said != Some(Answered::Probe)).then(|| {
-        let served = ServedRequest::new(connection, head);
-        // Boxed: the response body stays small enough to be moved without a memcpy
-        // call, which hyper does several times per response (measured: cheaper than the
-        // allocation).
-        Box::new(match said {
-            // The layer was reached (or the service has none, as far as this call
-            // shows): decided now.
-            Some(_) => Held::decided(served, terminus),
-            // axum's `Router::layer` reaches the layer only when the response future is
-            // first polled: decided then.
-            None => Held::Undecided(served),
-        })
+    // Boxed: the response body stays small enough to be moved without a memcpy call,
+    // which hyper does several times per response (measured: cheaper than the
+    // allocation).
+    let held = Box::new(match said {
+        Some(Answered::Probe) => Held::Uncounted(served),
+        Some(Answered::Request) => Held::decided(served, terminus),
+        // axum's `Router::layer` reaches the layer only when the response future is first
+        // polled: decided then.
+        None => Held::Undecided(served),
     });
     State::Called {
         future,
-        held,
-        listening: said.is_none(),
+        held: Some(held),
+        first_poll: true,
+        heard: said.is_some(),
     }
 }
 
@@ -216,12 +195,12 @@ pub(crate) struct ServedRequest {
 }
 
 impl ServedRequest {
-    fn new(connection: &Arc<Connection>, head: Head) -> ServedRequest {
-        connection.request_started(head.upgrade);
+    fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
+        connection.request_started(upgrade);
         ServedRequest {
             connection: Arc::clone(connection),
-            method: head.method,
-            path: head.path,
+            method: request.method().clone(),
+            path: request.uri().path_and_query().cloned(),
             started: connection.clock.now(),
         }
     }
@@ -264,9 +243,11 @@ pin_project! {
             #[pin]
             future: F,
             held: Option<Box<Held>>,
-            // Whether the layer has yet to be reached: until it is, each poll runs inside
-            // the server's call, so that the layer sees this server counts the request.
-            listening: bool,
+            // The first poll, and every poll until the layer is heard from, runs inside
+            // the server's call, so that a layer reached only then (one inside the
+            // router, or nested inside another) sees this server counts the request.
+            first_poll: bool,
+            heard: bool,
         },
         /// The service was not ready when the request came: it is called once it is.
         /// Boxed: rare, and the request would make every response future larger.
@@ -278,8 +259,7 @@ pin_project! {
 struct Waiting<S> {
     service: S,
     request: Request<Body>,
-    head: Head,
-    connection: Arc<Connection>,
+    served: ServedRequest,
 }
 
 impl<S, F, B> Future for TrackedFuture<S, F>
@@ -297,16 +277,16 @@ where
                 StateProj::Called {
                     future,
                     held,
-                    listening,
+                    first_poll,
+                    heard,
                 } => {
-                    let poll = if *listening {
-                        // Inside the server's call, as the call itself was: the layer may
-                        // be reached only now.
+                    let poll = if *first_poll || !*heard {
                         let (poll, said) = server::call_tracked(|| future.poll(cx));
                         if let Some(held) = held.as_mut() {
                             held.decide(said);
                         }
-                        *listening = said.is_none();
+                        *first_poll = false;
+                        *heard |= said.is_some();
                         poll
                     } else {
                         future.poll(cx)
@@ -330,11 +310,10 @@ where
                     let Waiting {
                         mut service,
                         request,
-                        head,
-                        connection,
+                        served,
                     } = *ready;
-                    let terminus = connection.terminus.clone();
-                    let called = call(&mut service, request, head, &connection, &terminus);
+                    let terminus = served.connection.terminus.clone();
+                    let called = call(&mut service, request, served, &terminus);
                     state.as_mut().set(called);
                 }
             }

@@ -119,10 +119,12 @@ pub fn leave_count_to_server() -> bool {
 }
 
 /// Middleware answered the request it is handling as a probe: the server that called it
-/// ([`call_tracked`]), if any, does not count it.
+/// ([`call_tracked`]), if any, does not count it. The first middleware to speak is the
+/// one heard: a probe path asked of another service from inside a handler (on this
+/// thread, in the same poll) does not make the handler's request a probe.
 #[inline]
 pub fn answered_as_probe() {
-    if SCOPE.get() != Scope::Outside {
+    if SCOPE.get() == Scope::Silent {
         SCOPE.set(Scope::Said(Answered::Probe));
     }
 }
@@ -304,6 +306,12 @@ mod tests {
         assert_eq!(said, Some(Answered::Request));
         let ((), said) = call_tracked(answered_as_probe);
         assert_eq!(said, Some(Answered::Probe));
+        // The first to speak is heard: a probe answered inside a request stays inside it.
+        let ((), said) = call_tracked(|| {
+            leave_count_to_server();
+            answered_as_probe();
+        });
+        assert_eq!(said, Some(Answered::Request));
         // A nested call (a server inside a handler) keeps its own answer.
         let (inner, outer) = call_tracked(|| {
             let ((), inner) = call_tracked(answered_as_probe);
