@@ -33,6 +33,7 @@ on_both_runtimes!(
     http2_answers_the_allowed_streams_then_sends_goaway,
     past_its_maximum_age_a_connection_is_told_to_move_and_a_stream_past_the_grace_is_cut,
     half_closed_clients_get_their_answers,
+    past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_being_told,
 );
 
 /// Slack for a loaded 2-core machine.
@@ -418,4 +419,94 @@ async fn after_a_flood_half_closed_clients_of_the_admin_port_example_get_their_a
         (HALF_CLOSED_ROUNDS, HALF_CLOSED_ROUNDS),
         "every half-closed client answered, on the public port and on the admin port"
     );
+}
+
+/// Past its maximum age, an HTTP/1.1 connection closes only after a response that said
+/// `Connection: close`. Each response here streams for about 60 ms after its head, so the
+/// age is often reached between the head and the end of the body: closing after that
+/// response (whose head said nothing) left the client sending its next request into a
+/// closed connection.
+async fn past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_being_told() {
+    use axum::body::Body;
+    use axum::routing::get;
+
+    /// Three chunks, 30 ms apart: the head goes out before the body ends.
+    async fn chunks() -> Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(1);
+        tokio::spawn(async move {
+            for chunk in ["a", "b", "c"] {
+                if tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        });
+        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }))
+    }
+
+    let terminus = Terminus::builder()
+        .max_connection_age(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let app = TerminusLayer::new(&terminus).layer(axum::Router::new().route("/chunks", get(chunks)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut answered, mut told, mut failed) = (0u32, 0u32, Vec::new());
+                let started = Instant::now();
+                let mut connection = H1::connect(addr).await.unwrap();
+                while started.elapsed() < Duration::from_secs(3) {
+                    match connection.get("/chunks").await {
+                        Ok(reply) => {
+                            assert_eq!((reply.status, &reply.body[..]), (StatusCode::OK, &b"abc"[..]));
+                            answered += 1;
+                            if reply.connection() == Some("close") {
+                                told += 1;
+                                // Told: the next request goes on a new connection.
+                                connection = H1::connect(addr).await.unwrap();
+                            }
+                        }
+                        Err(error) => {
+                            failed.push(error.to_string());
+                            connection = H1::connect(addr).await.unwrap();
+                        }
+                    }
+                }
+                (answered, told, failed)
+            })
+        })
+        .collect();
+    let (mut answered, mut told, mut failed) = (0, 0, Vec::new());
+    for client in clients {
+        let (a, t, f) = client.await.unwrap();
+        answered += a;
+        told += t;
+        failed.extend(f);
+    }
+    println!(
+        "connection-life max_age_h1_answered={answered} told_to_close={told} failed={}",
+        failed.len()
+    );
+    assert!(
+        told >= 8,
+        "every client's connection reached its age at least once ({told})"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests sent into a connection closed without `Connection: close` (of {answered}): {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    terminus.shutdown("test over");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
 }

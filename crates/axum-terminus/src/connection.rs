@@ -161,8 +161,9 @@ impl Flags {
     /// The sweep found a timeout expired: the task closes the connection.
     const EXPIRED: u8 = 32;
     /// Told to finish while serving (keep-alive timeout, maximum age or requests): an
-    /// HTTP/1 connection closes after the response in progress (which says
-    /// `Connection: close`) or, idle, once nothing is buffered; HTTP/2 gets a GOAWAY.
+    /// HTTP/1 connection closes after its next response that says `Connection: close`
+    /// or, idle past the keep-alive timeout, once nothing is buffered; HTTP/2 gets a
+    /// GOAWAY.
     const RETIRE: u8 = 64;
 }
 
@@ -250,8 +251,8 @@ impl Connection {
     }
 
     /// Tells the connection to finish while serving (the first reason is kept).
-    /// HTTP/2 gets a GOAWAY. HTTP/1: the next response (or the one in progress) says
-    /// `Connection: close` and the connection closes after it; and for
+    /// HTTP/2 gets a GOAWAY. HTTP/1: the next response whose head is not yet written
+    /// says `Connection: close`, and hyper closes the connection after it; and for
     /// [`Retire::Idle`], a connection with nothing in flight closes now, once a last
     /// read finds nothing buffered (a request already there is answered).
     pub(crate) fn retire(&self, reason: Retire) {

@@ -276,14 +276,17 @@ async fn drive<C: GracefulConnection>(
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> bool {
-    let retiring = connection.retiring().is_some();
     match protocol {
         // HTTP/2 clients move to a new connection (which the balancer sends elsewhere)
         // as soon as readiness fails, or when the connection's life is over.
-        Protocol::Http2 => phase >= Phase::Draining || retiring,
-        // HTTP/1 at Closing, or past its life: a busy connection finishes its response,
-        // then closes. An idle one is left to read once more (see `ConnectionIo`): what
-        // is already there is served, and the request it starts makes it busy.
-        _ => (phase >= Phase::Closing || retiring) && connection.in_flight() > 0,
+        Protocol::Http2 => phase >= Phase::Draining || connection.retiring().is_some(),
+        // HTTP/1 at Closing: a busy connection finishes its response, then closes. An idle
+        // one is left to read once more (see `ConnectionIo`): what is already there is
+        // served, and the request it starts makes it busy. Past its life while serving,
+        // nothing here: its next response says `Connection: close` (`close_if_retiring`)
+        // and hyper closes after it. Finishing now would close after a response whose
+        // head may already have gone out without that header, and the client, told
+        // nothing, would send its next request into the closed connection.
+        _ => phase >= Phase::Closing && connection.in_flight() > 0,
     }
 }
