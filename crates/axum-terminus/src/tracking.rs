@@ -71,58 +71,83 @@ where
         if self.settings.connect_info || upgrade {
             request.extensions_mut().insert(ConnectInfo(self.addr.clone()));
         }
+        let mut service = self.inner.clone();
+        // axum's routers are always ready: call at once. A service that is not ready yet
+        // is called once it is (see `TrackedFuture`).
+        let ready = matches!(
+            service.poll_ready(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Ok(()))
+        );
+        if !ready {
+            // Busy from now: the request waits on this connection.
+            let served = ServedRequest::new(&self.connection, &request, upgrade);
+            let request = request.map(Body::new);
+            return TrackedFuture::waiting(service, request, served);
+        }
+        let method = request.method().clone();
+        let path = request.uri().path_and_query().cloned();
+        let request = request.map(Body::new);
+        let (future, said) = server::call_tracked(|| service.call(request));
         // The connection is busy from here until the response body ends, probes too:
         // they are answered on it, and their heads end the header-read timeout as any
         // other's do.
-        let served = ServedRequest::new(&self.connection, &request, upgrade);
-        let mut service = self.inner.clone();
-        let request = request.map(Body::new);
-        // axum's routers are always ready: call at once. A service that is not ready yet
-        // is called once it is (see `TrackedFuture`).
-        let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => call(&mut service, request, served, &self.settings.terminus),
-            _ => State::Waiting {
-                waiting: Some(Box::new(Waiting {
-                    service,
-                    request,
-                    served,
-                })),
-            },
+        let holding = if said == Some(Answered::Probe) {
+            Holding::probe(&self.connection, upgrade)
+        } else {
+            let served = ServedRequest::from_head(&self.connection, method, path, upgrade);
+            Holding::request(served, said, &self.settings.terminus)
         };
-        TrackedFuture { state }
+        TrackedFuture::called(future, holding, said)
     }
 }
 
-/// Calls the application inside [`server::call_tracked`]: the layer, called inside,
-/// leaves the count to this server and says when it answered a probe. A probe is no
-/// request of the application's: the layer answers it in microseconds, and it is never
-/// counted in flight, drained or cut.
-#[inline]
-fn call<S, F>(
-    service: &mut S,
-    request: Request<Body>,
-    served: ServedRequest,
-    terminus: &Terminus,
-) -> State<S, F>
-where
-    S: Service<Request<Body>, Future = F>,
-{
-    let (future, said) = server::call_tracked(|| service.call(request));
-    // Boxed: the response body stays small enough to be moved without a memcpy call,
-    // which hyper does several times per response (measured: cheaper than the
-    // allocation).
-    let held = Box::new(match said {
-        Some(Answered::Probe) => Held::Uncounted(served),
-        Some(Answered::Request) => Held::decided(served, terminus),
-        // axum's `Router::layer` reaches the layer only when the response future is first
-        // polled: decided then.
-        None => Held::Undecided(served),
-    });
-    State::Called {
-        future,
-        held: Some(held),
-        first_poll: true,
-        heard: said.is_some(),
+/// What a response holds until its body ends, so that its connection knows it is busy
+/// and, for a counted request, the lifecycle waits for it. Dropping it ends the request.
+enum Holding {
+    Nothing,
+    /// A probe the layer answered: it makes the connection busy, and nothing else. A
+    /// probe is no request of the application's: it is never counted in flight, drained
+    /// or cut. (Not boxed: a probe costs no allocation.)
+    Probe(ProbeOnConnection),
+    /// Boxed: the response body stays small enough to be moved without a memcpy call,
+    /// which hyper does several times per response (measured: cheaper than the
+    /// allocation).
+    Request(Box<Held>),
+}
+
+impl Holding {
+    fn probe(connection: &Arc<Connection>, upgrade: bool) -> Holding {
+        connection.request_started(upgrade);
+        Holding::Probe(ProbeOnConnection(Arc::clone(connection)))
+    }
+
+    /// A request's holding once the layer said what it was (or `None`: not yet known,
+    /// decided at the first poll).
+    fn request(served: ServedRequest, said: Option<Answered>, terminus: &Terminus) -> Holding {
+        Holding::Request(Box::new(match said {
+            Some(Answered::Probe) => Held::Uncounted(served),
+            Some(Answered::Request) => Held::decided(served, terminus),
+            // axum's `Router::layer` reaches the layer only when the response future is
+            // first polled: decided then.
+            None => Held::Undecided(served),
+        }))
+    }
+
+    fn connection(&self) -> Option<&Connection> {
+        match self {
+            Holding::Nothing => None,
+            Holding::Probe(probe) => Some(&probe.0),
+            Holding::Request(held) => held.served().map(|served| &*served.connection),
+        }
+    }
+}
+
+/// A probe in flight on a connection, until its response body ends.
+struct ProbeOnConnection(Arc<Connection>);
+
+impl Drop for ProbeOnConnection {
+    fn drop(&mut self) {
+        self.0.request_ended();
     }
 }
 
@@ -196,11 +221,21 @@ pub(crate) struct ServedRequest {
 
 impl ServedRequest {
     fn new<B>(connection: &Arc<Connection>, request: &Request<B>, upgrade: bool) -> ServedRequest {
+        let path = request.uri().path_and_query().cloned();
+        ServedRequest::from_head(connection, request.method().clone(), path, upgrade)
+    }
+
+    fn from_head(
+        connection: &Arc<Connection>,
+        method: Method,
+        path: Option<PathAndQuery>,
+        upgrade: bool,
+    ) -> ServedRequest {
         connection.request_started(upgrade);
         ServedRequest {
             connection: Arc::clone(connection),
-            method: request.method().clone(),
-            path: request.uri().path_and_query().cloned(),
+            method,
+            path,
             started: connection.clock.now(),
         }
     }
@@ -242,7 +277,7 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            held: Option<Box<Held>>,
+            holding: Holding,
             // The first poll, and every poll until the layer is heard from, runs inside
             // the server's call, so that a layer reached only then (one inside the
             // router, or nested inside another) sees this server counts the request.
@@ -262,6 +297,31 @@ struct Waiting<S> {
     served: ServedRequest,
 }
 
+impl<S, F> TrackedFuture<S, F> {
+    fn called(future: F, holding: Holding, said: Option<Answered>) -> Self {
+        TrackedFuture {
+            state: State::Called {
+                future,
+                holding,
+                first_poll: true,
+                heard: said.is_some(),
+            },
+        }
+    }
+
+    fn waiting(service: S, request: Request<Body>, served: ServedRequest) -> Self {
+        TrackedFuture {
+            state: State::Waiting {
+                waiting: Some(Box::new(Waiting {
+                    service,
+                    request,
+                    served,
+                })),
+            },
+        }
+    }
+}
+
 impl<S, F, B> Future for TrackedFuture<S, F>
 where
     S: Service<Request<Body>, Future = F, Error = Infallible>,
@@ -276,13 +336,13 @@ where
             match state.as_mut().project() {
                 StateProj::Called {
                     future,
-                    held,
+                    holding,
                     first_poll,
                     heard,
                 } => {
                     let poll = if *first_poll || !*heard {
                         let (poll, said) = server::call_tracked(|| future.poll(cx));
-                        if let Some(held) = held.as_mut() {
+                        if let Holding::Request(held) = holding {
                             held.decide(said);
                         }
                         *first_poll = false;
@@ -292,11 +352,11 @@ where
                         future.poll(cx)
                     };
                     let mut response = ready!(poll)?;
-                    let held = held.take();
-                    if let Some(served) = held.as_deref().and_then(Held::served) {
-                        served.connection.close_if_retiring(&mut response);
+                    let holding = std::mem::replace(holding, Holding::Nothing);
+                    if let Some(connection) = holding.connection() {
+                        connection.close_if_retiring(&mut response);
                     }
-                    return Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, held })));
+                    return Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, holding })));
                 }
                 StateProj::Waiting { waiting } => {
                     // Taken only below, where the state becomes `Called`.
@@ -312,8 +372,14 @@ where
                         request,
                         served,
                     } = *ready;
+                    let (future, said) = server::call_tracked(|| service.call(request));
                     let terminus = served.connection.terminus.clone();
-                    let called = call(&mut service, request, served, &terminus);
+                    let called = State::Called {
+                        future,
+                        holding: Holding::request(served, said, &terminus),
+                        first_poll: true,
+                        heard: said.is_some(),
+                    };
                     state.as_mut().set(called);
                 }
             }
@@ -326,7 +392,7 @@ pin_project! {
     pub(crate) struct TrackedBody<B> {
         #[pin]
         inner: B,
-        held: Option<Box<Held>>,
+        holding: Holding,
     }
 }
 
@@ -346,7 +412,7 @@ where
         let frame = ready!(this.inner.poll_frame(cx));
         if !matches!(frame, Some(Ok(_))) {
             // The end of the body, or an error, ends the request.
-            this.held.take();
+            *this.holding = Holding::Nothing;
         }
         Poll::Ready(frame)
     }
