@@ -297,15 +297,22 @@ struct Waiting<S> {
     served: ServedRequest,
 }
 
+impl<S, F> State<S, F> {
+    /// The service was called: its future, and what the layer said during the call.
+    fn called(future: F, holding: Holding, said: Option<Answered>) -> Self {
+        State::Called {
+            future,
+            holding,
+            first_poll: true,
+            heard: said.is_some(),
+        }
+    }
+}
+
 impl<S, F> TrackedFuture<S, F> {
     fn called(future: F, holding: Holding, said: Option<Answered>) -> Self {
         TrackedFuture {
-            state: State::Called {
-                future,
-                holding,
-                first_poll: true,
-                heard: said.is_some(),
-            },
+            state: State::called(future, holding, said),
         }
     }
 
@@ -374,13 +381,8 @@ where
                     } = *ready;
                     let (future, said) = server::call_tracked(|| service.call(request));
                     let terminus = served.connection.terminus.clone();
-                    let called = State::Called {
-                        future,
-                        holding: Holding::request(served, said, &terminus),
-                        first_poll: true,
-                        heard: said.is_some(),
-                    };
-                    state.as_mut().set(called);
+                    let holding = Holding::request(served, said, &terminus);
+                    state.as_mut().set(State::called(future, holding, said));
                 }
             }
         }
