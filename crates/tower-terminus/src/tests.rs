@@ -51,17 +51,31 @@ async fn streaming_response_is_in_flight_until_its_body_ends() {
     assert_eq!(terminus.in_flight(), 0, "released at the end of the body");
 }
 
-#[tokio::test]
-async fn dropped_body_releases_the_request() {
-    let terminus = serving();
-    let (_tx, rx) = Channel::<Bytes>::new(1);
+/// The response of [`open_body_app`].
+type OpenResponse = Response<crate::TerminusBody<Channel<Bytes>>>;
+
+/// A layered app whose one response body stays open while the returned sender lives.
+fn open_body_app(
+    terminus: &Terminus,
+) -> (
+    http_body_util::channel::Sender<Bytes>,
+    impl Service<Request<Empty<Bytes>>, Response = OpenResponse, Error = Infallible>,
+) {
+    let (tx, rx) = Channel::<Bytes>::new(1);
     let mut rx = Some(rx);
     let service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&terminus))
+        .layer(TerminusLayer::new(terminus))
         .service(service_fn(move |_req: Request<Empty<Bytes>>| {
             let rx = rx.take().expect("called once");
             async move { Ok::<_, Infallible>(Response::new(rx)) }
         }));
+    (tx, service)
+}
+
+#[tokio::test]
+async fn dropped_body_releases_the_request() {
+    let terminus = serving();
+    let (_tx, service) = open_body_app(&terminus);
     let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
     assert_eq!(terminus.in_flight(), 1);
     drop(response); // the client went away mid-stream
@@ -281,14 +295,7 @@ async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_err
 #[tokio::test]
 async fn under_a_server_that_tracks_requests_the_layer_counts_nothing() {
     let terminus = serving();
-    let (_tx, rx) = Channel::<Bytes>::new(1);
-    let mut rx = Some(rx);
-    let mut service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&terminus))
-        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
-            let rx = rx.take().expect("called once");
-            async move { Ok::<_, Infallible>(Response::new(rx)) }
-        }));
+    let (_tx, mut service) = open_body_app(&terminus);
     // The server calls the service inside `call_tracked`, as axum-terminus does.
     let (future, answered) = server::call_tracked(|| service.call(Request::new(Empty::new())));
     assert_eq!(
@@ -304,14 +311,7 @@ async fn under_a_server_that_tracks_requests_the_layer_counts_nothing() {
 #[tokio::test]
 async fn outside_a_server_call_the_layer_counts_even_while_another_server_tracks_its_own() {
     let terminus = serving();
-    let (_tx, rx) = Channel::<Bytes>::new(1);
-    let mut rx = Some(rx);
-    let mut service = ServiceBuilder::new()
-        .layer(TerminusLayer::new(&terminus))
-        .service(service_fn(move |_req: Request<Empty<Bytes>>| {
-            let rx = rx.take().expect("called once");
-            async move { Ok::<_, Infallible>(Response::new(rx)) }
-        }));
+    let (_tx, mut service) = open_body_app(&terminus);
     // Another server of the same `Terminus` is in the middle of its own call...
     let ((), _) = server::call_tracked(|| {});
     // ...which says nothing of this one, called by a server that does not count.
