@@ -82,7 +82,7 @@ impl std::error::Error for InvalidUrl {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use terminus_core::health::{CheckKind, HealthRegistry, HealthStatus, LifecycleState, ProbeRequest};
+    use terminus_core::health::{HealthStatus, ProbeRequest};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn one_shot_server(response: &'static str) -> String {
@@ -98,13 +98,9 @@ mod tests {
     }
 
     async fn status_of(check: Check) -> (HealthStatus, String) {
-        let registry = HealthRegistry::new([check.readiness()]).unwrap();
-        let report = registry
-            .run(
-                &ProbeRequest::kind(CheckKind::Readiness),
-                LifecycleState::serving(),
-            )
-            .await;
+        let name = check.name().to_owned();
+        let terminus = crate::Terminus::builder().readiness(check).build().unwrap();
+        let report = terminus.probe(ProbeRequest::checks([name])).await;
         let message = report.checks[0]
             .error
             .as_ref()

@@ -177,7 +177,7 @@ mod tests {
                     during["terminus_requests_in_flight"],
                     DebugValue::Gauge(1.0.into())
                 );
-                let _ = terminus.report(crate::CheckKind::Readiness).await;
+                let _ = terminus.probe(crate::CheckKind::Readiness).await;
                 terminus.shutdown("test");
                 drop(request);
                 terminus.run(NoConnections).await;

@@ -50,8 +50,10 @@ pub trait ServerExt: sealed::Sealed {
     /// A snapshot of the lifecycle, as probes see it.
     fn lifecycle_state(&self) -> LifecycleState;
 
-    /// Runs one probe as `request` describes it. A complete startup probe that passes
-    /// marks startup as done.
+    /// Runs one probe as `request` describes it.
+    #[deprecated(
+        note = "use `Terminus::probe`, which takes the request by value and answers from the cache at once"
+    )]
     fn probe(&self, request: &ProbeRequest) -> impl Future<Output = Report> + Send;
 
     /// Does nothing: a middleware that answers a probe says so with
@@ -67,10 +69,8 @@ pub trait ServerExt: sealed::Sealed {
         Vec::new()
     }
 
-    /// The report [`probe`](ServerExt::probe) would give, if every result it needs is
-    /// fresh in the cache; `None` (and nothing started) otherwise. Lets a server answer
-    /// most probes without a task or a boxed future. Startup probes always return
-    /// `None`: only `probe` can mark startup as done.
+    /// The report of `request` if every result it needs is fresh in the cache.
+    #[deprecated(note = "use `Terminus::probe(request).now()`")]
     fn cached_probe(&self, request: &ProbeRequest) -> Option<Report>;
 }
 
@@ -87,10 +87,12 @@ impl ServerExt for Terminus {
         Terminus::lifecycle_state(self)
     }
 
+    #[allow(deprecated)]
     fn probe(&self, request: &ProbeRequest) -> impl Future<Output = Report> + Send {
-        Terminus::probe(self, request)
+        Terminus::probe(self, request.clone())
     }
 
+    #[allow(deprecated)]
     fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {
         Terminus::cached_probe(self, request)
     }

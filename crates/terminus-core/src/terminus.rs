@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::{Builder, Parts};
 use crate::config::Config;
-use crate::health::{CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Report};
+use crate::health::{CheckKind, HealthRegistry, LifecycleState, ProbeRequest, Probing, Report};
 use crate::hooks::Hook;
 use crate::lock;
 use crate::outcome::{Outcome, ShutdownReason};
@@ -300,23 +300,65 @@ impl Terminus {
         &self.inner.health
     }
 
-    /// Runs the probe of `kind` (its lifecycle rules and every check of that kind) and
-    /// reports, for logs, admin pages or transports other than HTTP.
-    pub async fn report(&self, kind: CheckKind) -> Report {
-        self.probe(&ProbeRequest::kind(kind)).await
+    /// Runs a probe: a [`CheckKind`] (that probe's lifecycle rules and every check of
+    /// its kind, as `/readyz` does) or any [`ProbeRequest`] (named checks, one check,
+    /// exclusions). The one way to run a probe outside the HTTP layer: for logs, admin
+    /// pages, gRPC health or a server of your own. A whole startup probe that passes
+    /// marks startup as done.
+    ///
+    /// The report is ready at once when every result it needs is fresh in the cache;
+    /// [`Probing::now`] takes it without awaiting.
+    ///
+    /// ```
+    /// use terminus_core::health::{Check, CheckKind, ProbeRequest};
+    /// use terminus_core::Terminus;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let terminus = Terminus::builder()
+    ///     .readiness(Check::new("db", |_| async { Ok(None) }))
+    ///     .build()?;
+    /// // Not Serving yet (no listener is bound): readiness fails by its lifecycle rules.
+    /// assert!(!terminus.probe(CheckKind::Readiness).await.passed());
+    /// // Named checks leave the lifecycle aside.
+    /// assert!(terminus.probe(ProbeRequest::checks(["db"])).await.passed());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the [`Probing`] only stops waiting: see its documentation.
+    pub fn probe(&self, request: impl Into<ProbeRequest>) -> Probing {
+        let request = request.into();
+        if let Some(report) = self.cached_probe(&request) {
+            return Probing::ready(report);
+        }
+        let terminus = self.clone();
+        Probing::running(async move { terminus.run_probe(&request).await })
     }
 
-    pub(crate) async fn probe(&self, request: &ProbeRequest) -> Report {
-        let report = self.inner.health.run(request, self.lifecycle_state()).await;
+    /// Runs the probe of `kind` and reports.
+    #[deprecated(note = "use `terminus.probe(kind).await`")]
+    pub async fn report(&self, kind: CheckKind) -> Report {
+        self.probe(kind).await
+    }
+
+    /// Runs the checks of `request`, and marks startup as done when a whole startup
+    /// probe passes.
+    pub(crate) async fn run_probe(&self, request: &ProbeRequest) -> Report {
+        let report = self
+            .inner
+            .health
+            .run_checks(request, self.lifecycle_state())
+            .await;
         if report.passed() && request.is_whole(CheckKind::Startup) && report.gate.passed {
             self.inner.startup_checks_pass();
         }
         report
     }
 
-    /// See [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    /// The report of `request` if every result it needs is fresh in the cache.
     pub(crate) fn cached_probe(&self, request: &ProbeRequest) -> Option<Report> {
-        // Only `probe` may mark startup as done.
+        // Only `run_probe` may mark startup as done.
         if request.probe_kind() == Some(CheckKind::Startup) {
             return None;
         }
@@ -374,7 +416,7 @@ impl Terminus {
                     return;
                 }
                 let terminus = Terminus { inner };
-                if terminus.report(CheckKind::Startup).await.passed() {
+                if terminus.probe(CheckKind::Startup).await.passed() {
                     return;
                 }
                 drop(terminus);
@@ -603,7 +645,91 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use crate::health::{Check, HealthStatus};
+
     use super::*;
+
+    /// A Serving `Terminus` with one readiness check, `db`, that counts its runs and
+    /// takes `delay`.
+    fn counting_db(runs: &Arc<AtomicUsize>, delay: Duration) -> Terminus {
+        let runs = Arc::clone(runs);
+        let terminus = Terminus::builder()
+            .readiness(Check::new("db", move |_| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    Ok(None)
+                }
+            }))
+            .build()
+            .unwrap();
+        terminus.mark_listeners_bound();
+        terminus
+    }
+
+    async fn a_probe_whose_results_are_cached_is_ready_without_waiting() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let terminus = counting_db(&runs, Duration::ZERO);
+        let first = terminus.probe(CheckKind::Readiness).now();
+        let Err(running) = first else {
+            panic!("nothing was cached yet, so the check must run");
+        };
+        assert_eq!(running.await.status, HealthStatus::Pass);
+
+        let Ok(report) = terminus.probe(CheckKind::Readiness).now() else {
+            panic!("the check's result is fresh in the cache");
+        };
+        assert_eq!(report.status, HealthStatus::Pass);
+        assert!(report.checks[0].cached);
+        assert_eq!(report.duration, Duration::ZERO);
+        // Awaited, a ready probe gives the same report at once.
+        assert!(terminus.probe(CheckKind::Readiness).await.checks[0].cached);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cached_probe_is_ready_without_waiting_on_a_current_thread_runtime() {
+        a_probe_whose_results_are_cached_is_ready_without_waiting().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_probe_is_ready_without_waiting_on_a_multi_threaded_runtime() {
+        a_probe_whose_results_are_cached_is_ready_without_waiting().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_stops_waiting_and_its_check_still_fills_the_cache() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let terminus = counting_db(&runs, Duration::from_millis(100));
+        let waited =
+            tokio::time::timeout(Duration::from_millis(10), terminus.probe(CheckKind::Readiness)).await;
+        assert!(waited.is_err(), "the check takes 100 ms");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let Ok(report) = terminus.probe(CheckKind::Readiness).now() else {
+            panic!("the dropped probe's check finished and was cached");
+        };
+        assert_eq!(report.status, HealthStatus::Pass);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_startup_probe_is_never_ready_at_once_so_that_passing_marks_startup_done() {
+        let terminus = Terminus::builder()
+            .startup(Check::new("migrations", |_| async { Ok(None) }))
+            .build()
+            .unwrap();
+        terminus.mark_listeners_bound();
+        let probing = terminus.probe(CheckKind::Startup);
+        let Err(running) = probing.now() else {
+            panic!("a startup probe must run to mark startup as done");
+        };
+        assert!(running.await.passed());
+        assert!(lock(&terminus.inner.startup).checks_passed);
+    }
 
     #[tokio::test]
     async fn the_first_signal_after_a_requested_shutdown_does_not_force_it() {

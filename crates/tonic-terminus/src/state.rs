@@ -62,9 +62,6 @@ impl HealthState {
     }
 
     async fn probe(&self, request: &ProbeRequest) -> Report {
-        match self.terminus.cached_probe(request) {
-            Some(report) => report,
-            None => self.terminus.probe(request).await,
-        }
+        self.terminus.probe(request).await
     }
 }

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use terminus_core::health::{CheckKind, ProbeRequest, Report, DEFAULT_CHECK_TIMEOUT, LIFECYCLE_CHECK};
-use terminus_core::server::ServerExt;
 use terminus_core::Terminus;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -293,17 +292,20 @@ impl ProbeRoutes {
         };
 
         // Every result fresh in the cache: answer now, without a task or a boxed future.
-        if let Some(report) = terminus.cached_probe(&probe) {
-            if !self.runs_failure_hook(&report) {
-                return ProbeFuture::Ready(Some(self.respond(&report, &render_request, head)));
+        let probing = terminus.probe(probe).now();
+        if let Ok(report) = &probing {
+            if !self.runs_failure_hook(report) {
+                return ProbeFuture::Ready(Some(self.respond(report, &render_request, head)));
             }
         }
 
         let routes = Arc::clone(self);
-        let terminus = terminus.clone();
         let name = route.name.clone();
         ProbeFuture::Waiting(Box::pin(async move {
-            let report = terminus.probe(&probe).await;
+            let report = match probing {
+                Ok(report) => report,
+                Err(running) => running.await,
+            };
             routes.failure_during_shutdown(&report).await;
             let request = RenderRequest {
                 format,
@@ -467,7 +469,8 @@ fn accepts_health_json(headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use terminus_core::health::{Check, CheckError, HealthRegistry, LifecycleState};
+    use terminus_core::health::{Check, CheckError};
+    use terminus_core::server::ServerExt as _;
 
     use super::*;
 
@@ -478,11 +481,11 @@ mod tests {
             error_body: serde_json::from_str(r#"{"down":1,"status":"bad"}"#).unwrap(),
             ..RenderSettings::default()
         };
-        let registry = HealthRegistry::new([
-            Check::new("ok", |_| async { Ok(None) }).readiness(),
-            Check::new("bad", |_| async { Err(CheckError::new("down")) }),
-        ])
-        .unwrap();
+        let terminus = Terminus::builder()
+            .readiness(Check::new("ok", |_| async { Ok(None) }))
+            .check(Check::new("bad", |_| async { Err(CheckError::new("down")) }))
+            .build()
+            .unwrap();
         let request = RenderRequest {
             format: ProbeFormat::Terminus,
             name: "readyz",
@@ -491,9 +494,7 @@ mod tests {
             show_gate: true,
         };
         for (names, passed) in [(["ok"], true), (["bad"], false)] {
-            let report = registry
-                .run(&ProbeRequest::checks(names), LifecycleState::serving())
-                .await;
+            let report = terminus.probe(ProbeRequest::checks(names)).await;
             assert_eq!(render::is_canned(&report, &settings), Some(passed));
             let rendered = render::render(&report, &request, &settings);
             assert_eq!(rendered.body, render::canned(passed, &settings));

@@ -519,14 +519,16 @@ fn output<'a>(reason: &'a str, settings: &RenderSettings) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use terminus_core::health::{Check, CheckError, HealthRegistry, LifecycleState, ProbeRequest};
+    use terminus_core::health::{Check, CheckError};
+    use terminus_core::server::ServerExt as _;
+    use terminus_core::Terminus;
 
     use super::*;
 
     /// A readiness report of `checks` checks, the first `failing` of them failing with a
     /// connection error's message, the others passing with a little info.
     async fn report(checks: usize, failing: usize) -> Report {
-        let registry = HealthRegistry::new((0..checks).map(|index| {
+        let checks = (0..checks).map(|index| {
             Check::new(format!("postgres-replica-{index:04}"), move |_| async move {
                 if index < failing {
                     return Err(CheckError::new(format!(
@@ -536,14 +538,13 @@ mod tests {
                 Ok(Some(json!({ "latency_ms": index % 17 })))
             })
             .readiness()
-        }))
-        .unwrap();
-        registry
-            .run(
-                &ProbeRequest::kind(terminus_core::CheckKind::Readiness),
-                LifecycleState::serving(),
-            )
-            .await
+        });
+        let terminus = checks
+            .fold(Terminus::builder(), |builder, check| builder.check(check))
+            .build()
+            .unwrap();
+        terminus.mark_listeners_bound(); // Serving: readiness runs its checks
+        terminus.probe(terminus_core::CheckKind::Readiness).await
     }
 
     fn request(format: ProbeFormat) -> RenderRequest<'static> {

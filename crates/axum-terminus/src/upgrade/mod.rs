@@ -395,7 +395,7 @@ async fn announce(terminus: &Terminus, open: watch::Sender<bool>) {
         }
         return;
     };
-    while !terminus.report(CheckKind::Readiness).await.passed() {
+    while !terminus.probe(CheckKind::Readiness).await.passed() {
         if terminus.phase() != Phase::Serving {
             return std::future::pending().await;
         }

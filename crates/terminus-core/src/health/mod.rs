@@ -2,7 +2,7 @@
 //!
 //! A [`Check`] is a name, an async function, the probes it belongs to ([`CheckKind`]), a
 //! timeout (default 500 ms), a critical flag and a cache policy. The
-//! [`HealthRegistry`] runs the checks of one probe concurrently, each on its own task
+//! [`Terminus::probe`](crate::Terminus::probe) runs the checks of one probe concurrently, each on its own task
 //! and bounded by its timeout, so a probe answers in time even when a dependency hangs;
 //! a check that panics or times out counts as failed. Concurrent probes share one run
 //! and results are cached (default 1 s), so a probe flood cannot amplify load on a
@@ -21,7 +21,7 @@
 //!     .build()?;
 //! terminus.mark_listeners_bound(); // what a server does once it listens
 //!
-//! let ready = terminus.report(CheckKind::Readiness).await;
+//! let ready = terminus.probe(CheckKind::Readiness).await;
 //! assert_eq!(ready.status, HealthStatus::Warn); // non-critical failure: 200, reported
 //! # Ok(()) }
 //! ```
@@ -29,12 +29,14 @@
 mod check;
 pub mod checks;
 mod error;
+mod probing;
 mod registry;
 mod report;
 mod request;
 
 pub use check::{Check, CheckContext, CheckKind, CheckResult, DEFAULT_CACHE_TTL, DEFAULT_CHECK_TIMEOUT};
 pub use error::{Cause, Causes, CheckError};
+pub use probing::Probing;
 pub use registry::HealthRegistry;
 pub use report::{CheckReport, Gate, HealthStatus, Report};
 pub use request::{LifecycleState, ProbeRequest, LIFECYCLE_CHECK};

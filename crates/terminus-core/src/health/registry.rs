@@ -34,28 +34,31 @@ use crate::setting::ConfigError;
 ///
 /// A [`Terminus`](crate::Terminus) owns one, filled by its builder's
 /// `liveness`, `readiness`, `startup` and `check` methods; reach it with
-/// [`terminus.health()`](crate::Terminus::health). It can also be used on
-/// its own, without a `Terminus` (it then assumes a serving server).
+/// [`terminus.health()`](crate::Terminus::health) to see which checks exist. Probes run
+/// them through [`Terminus::probe`](crate::Terminus::probe), the one way to run a
+/// probe: it knows the server's lifecycle, which the checks alone do not.
 ///
 /// Cheap to clone; every clone shares the checks, caches and background tasks.
 ///
 /// ```
 /// use std::time::Duration;
-/// use terminus_core::health::{Check, CheckKind, HealthRegistry, HealthStatus, LifecycleState, ProbeRequest};
+/// use terminus_core::health::{Check, HealthStatus, ProbeRequest};
+/// use terminus_core::Terminus;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let registry = HealthRegistry::new([
-///     Check::new("db", |_| async { Ok(None) }).readiness(),
-///     Check::new("slow", |_| async {
-///         tokio::time::sleep(Duration::from_secs(60)).await;
-///         Ok(None)
-///     })
-///     .readiness()
-///     .timeout(Duration::from_millis(50)),
-/// ])?;
-/// let report = registry
-///     .run(&ProbeRequest::kind(CheckKind::Readiness), LifecycleState::serving())
-///     .await;
+/// let terminus = Terminus::builder()
+///     .readiness(Check::new("db", |_| async { Ok(None) }))
+///     .readiness(
+///         Check::new("slow", |_| async {
+///             tokio::time::sleep(Duration::from_secs(60)).await;
+///             Ok(None)
+///         })
+///         .timeout(Duration::from_millis(50)),
+///     )
+///     .build()?;
+/// assert_eq!(terminus.health().names().collect::<Vec<_>>(), ["db", "slow"]);
+///
+/// let report = terminus.probe(ProbeRequest::checks(["db", "slow"])).await;
 /// assert_eq!(report.status, HealthStatus::Fail);
 /// assert!(report.checks[1].error.as_ref().unwrap().is_timeout());
 /// # Ok(()) }
@@ -114,7 +117,13 @@ enum Pending {
 impl HealthRegistry {
     /// A registry of `checks`, for a server assumed to be serving. Invalid checks are an
     /// error naming the field (`check.name`, `check.timeout`, `check.refresh_every`).
+    #[deprecated(note = "register the checks on `Terminus::builder()` and run them with `Terminus::probe`")]
     pub fn new(checks: impl IntoIterator<Item = Check>) -> Result<HealthRegistry, ConfigError> {
+        HealthRegistry::serving(checks)
+    }
+
+    /// A registry of `checks` on its own, for a server assumed to be serving.
+    pub(crate) fn serving(checks: impl IntoIterator<Item = Check>) -> Result<HealthRegistry, ConfigError> {
         // The sender is dropped at once: the receiver keeps reading `Serving`.
         let (_, phase) = watch::channel(Phase::Serving);
         HealthRegistry::with_phase(checks.into_iter().collect(), phase)
@@ -184,7 +193,7 @@ impl HealthRegistry {
 
     /// Starts the background loops of checks configured with
     /// [`refresh_every`](Check::refresh_every). Idempotent; does nothing outside a Tokio
-    /// runtime (the first [`run`](HealthRegistry::run) starts them then). The loops stop
+    /// runtime (the first probe starts them then). The loops stop
     /// when the last clone of the registry is dropped.
     pub fn start_background(&self) {
         // Every probe calls this: once started, a plain load answers, without the
@@ -224,10 +233,16 @@ impl HealthRegistry {
         }
     }
 
+    /// Runs the checks `request` selects, for a server in `state`, and reports.
+    #[deprecated(note = "use `Terminus::probe`, which knows the server's state and marks startup as done")]
+    pub async fn run(&self, request: &ProbeRequest, state: LifecycleState) -> Report {
+        self.run_checks(request, state).await
+    }
+
     /// Runs the checks `request` selects, concurrently, each bounded by its timeout and
     /// served from the cache when fresh, and reports. Never fails and never panics: a
     /// check that errs, panics or times out is a failed check in the report.
-    pub async fn run(&self, request: &ProbeRequest, state: LifecycleState) -> Report {
+    pub(crate) async fn run_checks(&self, request: &ProbeRequest, state: LifecycleState) -> Report {
         // One clock read serves every check's cache test: with the cache warm, reading
         // the clock was the largest single cost of a probe.
         let started = Instant::now();
@@ -253,13 +268,13 @@ impl HealthRegistry {
         report(request, state, gate, checks, unknown_excluded, duration)
     }
 
-    /// The report [`run`](HealthRegistry::run) would give, if it can be had without
+    /// The report [`run_checks`](HealthRegistry::run_checks) would give, if it can be had without
     /// waiting: every check it needs has a fresh result in the cache (or the lifecycle
     /// gate decides without running any). `None` otherwise, and nothing is started:
-    /// call `run` then. The report is the same as `run`'s, except that its
+    /// call `run_checks` then. The report is the same as `run`'s, except that its
     /// [`duration`](Report::duration) is zero: nothing ran or was waited for, and reading
     /// the clock a second time to measure that was a tenth of a cached probe's cost.
-    /// Servers reach it through [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    /// [`Terminus::probe`](crate::Terminus::probe) answers with it when it can.
     pub(crate) fn try_cached(&self, request: &ProbeRequest, state: LifecycleState) -> Option<Report> {
         let started = Instant::now();
         self.start_background();
@@ -642,12 +657,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_probes_share_one_run_and_then_the_cache() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let registry = HealthRegistry::new([counting("db", &runs, Duration::from_millis(100))]).unwrap();
+        let registry = HealthRegistry::serving([counting("db", &runs, Duration::from_millis(100))]).unwrap();
         let mut probes = Vec::new();
         for _ in 0..100 {
             let registry = registry.clone();
             probes.push(tokio::spawn(async move {
-                registry.run(&readiness(), LifecycleState::serving()).await
+                registry.run_checks(&readiness(), LifecycleState::serving()).await
             }));
         }
         for probe in probes {
@@ -655,12 +670,12 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::Relaxed), 1, "single flight");
 
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert!(report.checks[0].cached);
         assert_eq!(runs.load(Ordering::Relaxed), 1, "served from the cache");
 
         tokio::time::advance(DEFAULT_TTL_PLUS).await;
-        registry.run(&readiness(), LifecycleState::serving()).await;
+        registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert_eq!(runs.load(Ordering::Relaxed), 2, "the cache expired");
     }
 
@@ -669,14 +684,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn checks_of_one_probe_run_concurrently() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let registry = HealthRegistry::new([
+        let registry = HealthRegistry::serving([
             counting("a", &runs, Duration::from_millis(300)),
             counting("b", &runs, Duration::from_millis(300)),
             counting("c", &runs, Duration::from_millis(300)),
         ])
         .unwrap();
         let started = Instant::now();
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert_eq!(report.status, HealthStatus::Pass);
         assert_eq!(started.elapsed(), Duration::from_millis(300));
     }
@@ -684,9 +699,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hanging_check_fails_at_its_timeout() {
         let registry =
-            HealthRegistry::new([Check::new("hang", |_| std::future::pending()).readiness()]).unwrap();
+            HealthRegistry::serving([Check::new("hang", |_| std::future::pending()).readiness()]).unwrap();
         let started = Instant::now();
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert_eq!(started.elapsed(), crate::health::DEFAULT_CHECK_TIMEOUT);
         assert_eq!(report.status, HealthStatus::Fail);
         let error = report.checks[0].error.as_ref().unwrap();
@@ -697,8 +712,9 @@ mod tests {
     #[tokio::test]
     async fn panicking_check_is_a_failed_check() {
         let registry =
-            HealthRegistry::new([Check::new("boom", |_| async { panic!("kaboom") }).readiness()]).unwrap();
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+            HealthRegistry::serving([Check::new("boom", |_| async { panic!("kaboom") }).readiness()])
+                .unwrap();
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert_eq!(report.status, HealthStatus::Fail);
         let error = report.checks[0].error.as_ref().unwrap();
         assert!(error.is_panic());
@@ -707,14 +723,14 @@ mod tests {
 
     #[tokio::test]
     async fn failing_non_critical_check_warns() {
-        let registry = HealthRegistry::new([
+        let registry = HealthRegistry::serving([
             Check::new("db", |_| async { Ok(None) }).readiness(),
             Check::new("cache", |_| async { Err(CheckError::new("down")) })
                 .readiness()
                 .non_critical(),
         ])
         .unwrap();
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert_eq!(report.status, HealthStatus::Warn);
         assert!(report.passed());
         assert_eq!(report.checks[1].status, HealthStatus::Warn);
@@ -723,13 +739,13 @@ mod tests {
     #[tokio::test]
     async fn excluded_checks_do_not_run_and_unknown_names_are_listed() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let registry = HealthRegistry::new([counting("db", &runs, Duration::ZERO)]).unwrap();
+        let registry = HealthRegistry::serving([counting("db", &runs, Duration::ZERO)]).unwrap();
         let request = readiness()
             .exclude("db")
             .exclude("nope")
             .exclude("nope")
             .exclude("");
-        let report = registry.run(&request, LifecycleState::serving()).await;
+        let report = registry.run_checks(&request, LifecycleState::serving()).await;
         assert_eq!(runs.load(Ordering::Relaxed), 0);
         assert!(report.checks[0].excluded);
         assert_eq!(report.unknown_excluded, vec!["nope".to_owned()]);
@@ -738,14 +754,14 @@ mod tests {
     #[tokio::test]
     async fn readiness_fails_while_draining_without_running_checks() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let registry = HealthRegistry::new([counting("db", &runs, Duration::ZERO)]).unwrap();
+        let registry = HealthRegistry::serving([counting("db", &runs, Duration::ZERO)]).unwrap();
         let draining = LifecycleState::serving().with_phase(Phase::Draining);
-        let report = registry.run(&readiness(), draining).await;
+        let report = registry.run_checks(&readiness(), draining).await;
         assert_eq!(report.status, HealthStatus::Fail);
         assert!(report.gate.shutting_down);
         assert_eq!(runs.load(Ordering::Relaxed), 0);
         let live = registry
-            .run(&ProbeRequest::kind(CheckKind::Liveness), draining)
+            .run_checks(&ProbeRequest::kind(CheckKind::Liveness), draining)
             .await;
         assert_eq!(
             live.status,
@@ -757,7 +773,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn background_checks_refresh_on_their_period_and_probes_read_the_slot() {
         let runs = Arc::new(AtomicUsize::new(0));
-        let registry = HealthRegistry::new([
+        let registry = HealthRegistry::serving([
             counting("db", &runs, Duration::ZERO).refresh_every(Duration::from_secs(10))
         ])
         .unwrap();
@@ -765,7 +781,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(runs.load(Ordering::Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let report = registry.run(&readiness(), LifecycleState::serving()).await;
+        let report = registry.run_checks(&readiness(), LifecycleState::serving()).await;
         assert!(report.checks[0].cached);
         assert_eq!(runs.load(Ordering::Relaxed), 1);
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -783,7 +799,7 @@ mod tests {
     async fn a_tolerant_check_warns_until_both_limits_are_reached() {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = Arc::clone(&failing);
-        let registry = HealthRegistry::new([Check::new("db", move |_| {
+        let registry = HealthRegistry::serving([Check::new("db", move |_| {
             let failing = flag.load(Ordering::Relaxed);
             async move {
                 if failing {
@@ -798,7 +814,7 @@ mod tests {
         .tolerate_failures(3, Duration::from_secs(10))])
         .unwrap();
         let request = readiness();
-        let probe = || registry.run(&request, LifecycleState::serving());
+        let probe = || registry.run_checks(&request, LifecycleState::serving());
         for _ in 0..3 {
             assert_eq!(probe().await.status, HealthStatus::Warn, "tolerated");
             tokio::time::advance(Duration::from_secs(1)).await;
@@ -825,15 +841,16 @@ mod tests {
     #[test]
     fn invalid_checks_are_rejected_naming_the_field() {
         let ok = || Check::new("db", |_| async { Ok(None) });
-        let error = HealthRegistry::new([ok(), ok()]).unwrap_err();
+        let error = HealthRegistry::serving([ok(), ok()]).unwrap_err();
         assert_eq!(error.field(), "check.name");
-        let error = HealthRegistry::new([ok().timeout(Duration::ZERO)]).unwrap_err();
+        let error = HealthRegistry::serving([ok().timeout(Duration::ZERO)]).unwrap_err();
         assert_eq!(error.field(), "check.timeout");
-        let error = HealthRegistry::new([Check::new("a b", |_| async { Ok(None) })]).unwrap_err();
+        let error = HealthRegistry::serving([Check::new("a b", |_| async { Ok(None) })]).unwrap_err();
         assert_eq!(error.field(), "check.name");
-        let error = HealthRegistry::new([Check::new(LIFECYCLE_CHECK, |_| async { Ok(None) })]).unwrap_err();
+        let error =
+            HealthRegistry::serving([Check::new(LIFECYCLE_CHECK, |_| async { Ok(None) })]).unwrap_err();
         assert_eq!(error.field(), "check.name");
-        let error = HealthRegistry::new([ok().refresh_every(Duration::ZERO)]).unwrap_err();
+        let error = HealthRegistry::serving([ok().refresh_every(Duration::ZERO)]).unwrap_err();
         assert_eq!(error.field(), "check.refresh_every");
     }
 }

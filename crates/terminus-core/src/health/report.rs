@@ -121,9 +121,8 @@ impl CheckReport {
 
 /// The result of one probe: overall status, the lifecycle gate, and each check.
 ///
-/// Produced by [`Terminus::report`](crate::Terminus::report) (or
-/// [`ServerExt::probe`](crate::server::ServerExt::probe)) for any transport, and rendered by
-/// `tower-terminus` for HTTP.
+/// Produced by [`Terminus::probe`](crate::Terminus::probe) for any transport, and
+/// rendered by `tower-terminus` for HTTP.
 ///
 /// ```
 /// use terminus_core::health::{Check, CheckKind, HealthStatus};
@@ -136,7 +135,7 @@ impl CheckReport {
 ///     .build()?;
 /// terminus.mark_listeners_bound(); // what a server does once it listens
 ///
-/// let report = terminus.report(CheckKind::Readiness).await;
+/// let report = terminus.probe(CheckKind::Readiness).await;
 /// assert_eq!(report.status, HealthStatus::Pass);
 /// assert_eq!(report.checks[0].name, "db");
 /// # Ok(()) }
@@ -157,8 +156,8 @@ pub struct Report {
     pub checks: Vec<CheckReport>,
     /// Names the request asked to exclude that match no check of this probe, sorted.
     pub unknown_excluded: Vec<String>,
-    /// How long the probe took; zero for a report served whole from the cache by
-    /// [`ServerExt::cached_probe`](crate::server::ServerExt::cached_probe).
+    /// How long the probe took; zero for a report served whole from the cache (one
+    /// that [`Probing::now`](crate::health::Probing::now) takes at once).
     pub duration: Duration,
 }
 

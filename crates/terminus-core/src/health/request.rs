@@ -181,6 +181,20 @@ impl ProbeRequest {
     }
 }
 
+/// A kind's whole probe, as [`ProbeRequest::kind`]: `terminus.probe(CheckKind::Readiness)`.
+impl From<CheckKind> for ProbeRequest {
+    fn from(kind: CheckKind) -> ProbeRequest {
+        ProbeRequest::kind(kind)
+    }
+}
+
+/// A copy of the request, so that `terminus.probe(&request)` works too.
+impl From<&ProbeRequest> for ProbeRequest {
+    fn from(request: &ProbeRequest) -> ProbeRequest {
+        request.clone()
+    }
+}
+
 fn readiness_gate(state: &LifecycleState) -> (Gate, bool) {
     if state.fatal {
         return (Gate::fail("fatal error", state.phase.is_shutting_down()), false);
