@@ -5,7 +5,8 @@
 //! serves under a probe flood. Node terminus runs the equivalent (two cached checks
 //! behind `/readyz`, in `bench/node/server.js`).
 
-use axum_terminus::{Builder, Check};
+use axum_terminus::health::Check;
+use axum_terminus::Builder;
 
 /// How many readiness checks `/readyz` runs in the `terminus` and `layer` modes.
 pub const READINESS_CHECKS: usize = 2;

@@ -40,7 +40,7 @@
 //!   4. [`serve`] returns an [`Outcome`] with the exit code.
 //!
 //!   A second signal skips the rest and exits at once.
-//! - **Health checks**: [`health`] ([`Check`], built-in [`health::checks`]); register
+//! - **Health checks**: [`health`] ([`Check`](health::Check), built-in [`health::checks`]); register
 //!   them with [`Builder::readiness`], [`Builder::liveness`], [`Builder::startup`].
 //! - **Hooks**: [`Builder::before_shutdown`], [`Builder::on_signal`],
 //!   [`Builder::on_shutdown`], and [`with_state`] to give them state.
@@ -151,9 +151,8 @@ pub use serve::{
 };
 pub use shutdown_signal::shutdown_signal;
 pub use terminus_core::{
-    with_state, Builder, CancellationToken, Check, CheckError, CheckKind, Config, ConfigError,
-    ExitCodePolicy, Forced, HookResult, HookStage, HookStatus, Outcome, Phase, PhaseDurations,
-    ShutdownReason, Signal, Terminus,
+    with_state, Builder, CancellationToken, Config, ConfigError, ExitCodePolicy, Forced, HookResult,
+    HookStage, HookStatus, Outcome, Phase, PhaseDurations, ShutdownReason, Signal, Terminus,
 };
 /// tower's `Layer` trait, so that `TerminusLayer::new(&terminus).layer(app)` needs no
 /// other import.

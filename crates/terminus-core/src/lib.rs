@@ -65,7 +65,6 @@ pub use env::{
     ENV_IDLE_CLOSE_TIMEOUT, ENV_KEEP_ALIVE_TIMEOUT, ENV_MAX_CONNECTIONS, ENV_MAX_CONNECTION_AGE,
     ENV_MAX_CONNECTION_AGE_GRACE, ENV_MAX_REQUESTS_PER_CONNECTION, ENV_SIGNALS,
 };
-pub use health::{Check, CheckError, CheckKind};
 pub use hooks::{with_state, BoxError, HookResult, HookStage, HookStatus};
 pub use outcome::{Forced, Outcome, PhaseDurations, ShutdownReason};
 pub use phase::Phase;

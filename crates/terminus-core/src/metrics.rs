@@ -129,7 +129,8 @@ mod tests {
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-    use crate::{Check, CheckError, NoConnections, Terminus};
+    use crate::health::{Check, CheckError};
+    use crate::{NoConnections, Terminus};
 
     /// Every metric recorded so far, by name and labels (`name{label=value,...}`).
     fn snapshot(recorder: &DebuggingRecorder) -> HashMap<String, DebugValue> {
@@ -177,7 +178,7 @@ mod tests {
                     during["terminus_requests_in_flight"],
                     DebugValue::Gauge(1.0.into())
                 );
-                let _ = terminus.probe(crate::CheckKind::Readiness).await;
+                let _ = terminus.probe(crate::health::CheckKind::Readiness).await;
                 terminus.shutdown("test");
                 drop(request);
                 terminus.run(NoConnections).await;

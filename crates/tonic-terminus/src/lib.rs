@@ -18,7 +18,8 @@
 //!
 //! ```no_run
 //! use axum_terminus::health::checks;
-//! use axum_terminus::{CheckKind, Layer, Server, Terminus, TerminusLayer};
+//! use axum_terminus::health::CheckKind;
+//! use axum_terminus::{Layer, Server, Terminus, TerminusLayer};
 //! use tonic_terminus::HealthService;
 //!
 //! # async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {

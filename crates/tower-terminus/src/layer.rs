@@ -31,7 +31,8 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// whole router: probes then skip tracing, compression, CORS and timeouts.
 ///
 /// ```
-/// use tower_terminus::{Check, ProbeFormat, Terminus, TerminusLayer};
+/// use tower_terminus::health::Check;
+/// use tower_terminus::{ProbeFormat, Terminus, TerminusLayer};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let terminus = Terminus::builder()

@@ -67,9 +67,7 @@ pub use render::ProbeFormat;
 pub use service::TerminusService;
 /// The lifecycle types a layer user needs, so that `tower-terminus` alone is enough
 /// for a server that is not `axum-terminus` (tonic's, hyper's).
-pub use terminus_core::{
-    health, with_state, Check, CheckError, CheckKind, ConfigError, NoConnections, Outcome, Phase, Terminus,
-};
+pub use terminus_core::{health, with_state, ConfigError, NoConnections, Outcome, Phase, Terminus};
 
 #[cfg(test)]
 mod tests;

@@ -544,7 +544,7 @@ mod tests {
             .build()
             .unwrap();
         terminus.mark_listeners_bound(); // Serving: readiness runs its checks
-        terminus.probe(terminus_core::CheckKind::Readiness).await
+        terminus.probe(terminus_core::health::CheckKind::Readiness).await
     }
 
     fn request(format: ProbeFormat) -> RenderRequest<'static> {

@@ -240,7 +240,7 @@ fn invalid_probe_paths_fail_at_build_naming_the_field() {
 
 #[tokio::test]
 async fn info_is_unwrapped_for_one_check_and_keyed_by_name_for_several() {
-    use terminus_core::Check;
+    use terminus_core::health::Check;
     let info = |name: &'static str| {
         Check::new(name, move |_| async move {
             Ok(Some(serde_json::json!({ "name": name })))
@@ -276,7 +276,7 @@ async fn info_is_unwrapped_for_one_check_and_keyed_by_name_for_several() {
 
 #[tokio::test]
 async fn a_failing_check_status_outside_4xx_5xx_falls_back_to_the_configured_error_status() {
-    use terminus_core::{Check, CheckError};
+    use terminus_core::health::{Check, CheckError};
     let terminus = Terminus::builder()
         .readiness(Check::new("db", |_| async {
             Err(CheckError::new("down").status(302))

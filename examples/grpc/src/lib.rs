@@ -24,8 +24,8 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum_terminus::health::checks;
-use axum_terminus::{Builder, CheckKind, ConfigError, Layer, Server, Terminus, TerminusLayer};
+use axum_terminus::health::{checks, CheckKind};
+use axum_terminus::{Builder, ConfigError, Layer, Server, Terminus, TerminusLayer};
 use futures_core::Stream;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use axum_terminus::{BoxError, Check};
+use axum_terminus::health::Check;
+use axum_terminus::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Connection;
 

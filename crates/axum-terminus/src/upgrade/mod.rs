@@ -62,7 +62,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use terminus_core::{CheckKind, Phase, ShutdownReason, Terminus};
+use terminus_core::health::CheckKind;
+use terminus_core::{Phase, ShutdownReason, Terminus};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
