@@ -13,11 +13,12 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::task::task_tracker::{TaskTrackerToken, TaskTrackerWaitFuture};
 use tokio_util::task::TaskTracker;
 
+use crate::lock;
 use crate::metrics::{self, RequestMetrics};
 
 /// What the cut report says about one request.
@@ -150,6 +151,10 @@ pub(crate) struct Requests {
     /// task state), so they see the flag; one that ends by itself as the deadline passes
     /// may count as drained or cut, and either is true.
     cutting: AtomicBool,
+    /// Held by a cut request while it counts itself and leaves the tracker, and by
+    /// [`cut`](Requests::cut) while it reads both: the two are separate atomics, and a
+    /// request that ended between the two reads was counted in neither.
+    cut_count: Mutex<()>,
     metrics: RequestMetrics,
 }
 
@@ -158,7 +163,7 @@ impl Requests {
         self.metrics.started();
         RequestGuard {
             requests: Arc::clone(self),
-            _token: self.tracker.token(),
+            token: Some(self.tracker.token()),
             request,
         }
     }
@@ -189,6 +194,7 @@ impl Requests {
 
     /// Requests cut: those that ended after the deadline, and those still in flight.
     pub(crate) fn cut(&self) -> u64 {
+        let _counting = lock(&self.cut_count);
         self.cut.load(Ordering::Relaxed) + self.in_flight() as u64
     }
 }
@@ -201,8 +207,8 @@ impl Requests {
 pub struct RequestGuard<D: DescribeRequest = ()> {
     requests: Arc<Requests>,
     // Dropped after `drop` below has counted the request, so that whoever waits for
-    // zero sees the final counts.
-    _token: TaskTrackerToken,
+    // zero sees the final counts. `None` only inside `drop`.
+    token: Option<TaskTrackerToken>,
     request: D,
 }
 
@@ -222,7 +228,11 @@ impl<D: DescribeRequest> Drop for RequestGuard<D> {
             return;
         }
         if requests.cutting.load(Ordering::Relaxed) {
-            requests.cut.fetch_add(1, Ordering::Relaxed);
+            {
+                let _counting = lock(&requests.cut_count);
+                requests.cut.fetch_add(1, Ordering::Relaxed);
+                drop(self.token.take());
+            }
             metrics::request_cut();
             self.request.report_cut();
         } else {
@@ -273,6 +283,25 @@ mod tests {
         assert_eq!(requests.cut(), 2, "one reported, one still held");
         assert_eq!(reports.load(Ordering::Relaxed), 1);
         std::mem::forget(leaked);
+    }
+
+    /// The outcome's `requests_cut` is read while cut requests may still be ending: each
+    /// of them must count once, as ended or as in flight, never neither.
+    #[test]
+    fn a_request_ending_while_the_cut_count_is_read_is_counted_once() {
+        const REQUESTS: usize = 20_000;
+        let requests = Arc::new(Requests::default());
+        let guards: Vec<_> = (0..REQUESTS).map(|_| requests.track(())).collect();
+        requests.start_draining();
+        assert_eq!(requests.start_cutting(), REQUESTS);
+        let ending = std::thread::spawn(move || drop(guards));
+        let mut reads = 0;
+        while !ending.is_finished() && reads < 10_000_000 {
+            assert_eq!(requests.cut(), REQUESTS as u64, "after {reads} good reads");
+            reads += 1;
+        }
+        ending.join().unwrap();
+        assert_eq!(requests.cut(), REQUESTS as u64);
     }
 
     #[tokio::test(start_paused = true)]
