@@ -218,12 +218,7 @@ pub async fn wait_for_states(
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // SIGKILL to this child's pid only; `-db` keeps HAProxy a single process.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::launch::stop(&mut self.child, &self.dir, false);
     }
 }
 
@@ -254,7 +249,34 @@ fn config(
         Check::Http(path) => format!("    option httpchk GET {path}\n    http-check expect status 200\n"),
         Check::Tcp => "    # A TCP connect is the check (no readiness path).\n".to_owned(),
     };
-    let mut config = format!(
+    let mut config = defaults(
+        &keep_alive,
+        &format!("{reuse}    option http-keep-alive\n"),
+        "    retry-on none\n",
+    );
+    config.push_str(&format!(
+        "
+frontend h1
+    bind {h1}
+    default_backend app
+
+frontend h2
+    bind {h2} proto h2
+    default_backend app
+{stats}
+backend app
+    balance roundrobin
+{check}{servers}",
+        stats = stats_frontend(stats),
+        servers = server_lines(servers, ""),
+    ));
+    config
+}
+
+/// What both configurations begin with: `global`, and the `defaults` that let every
+/// failure reach the client. `before` goes before the retry settings, `retry` among them.
+fn defaults(keep_alive: &str, before: &str, retry: &str) -> String {
+    format!(
         "\
 global
     maxconn 4096
@@ -267,38 +289,39 @@ defaults
     timeout server 30s
     timeout http-keep-alive {keep_alive}
     timeout check 500ms
-{reuse}    option http-keep-alive
-    # Every failure reaches the client: no retry, no retry on another server.
+{before}    # Every failure reaches the client: no retry, no retry on another server.
     retries 0
-    retry-on none
-    no option redispatch
+{retry}    no option redispatch
+"
+    )
+}
 
-frontend h1
-    bind {h1}
-    default_backend app
-
-frontend h2
-    bind {h2} proto h2
-    default_backend app
-
+/// The statistics frontend, whose CSV tells the tests which servers are up.
+fn stats_frontend(stats: SocketAddr) -> String {
+    format!(
+        "
 frontend stats
     bind {stats}
     stats enable
     stats uri /stats
-
-backend app
-    balance roundrobin
-{check}    # A server is down after one failed check and up after one good one, checked every second.
-    default-server inter 1s fall 1 rise 1
 "
+    )
+}
+
+/// The backend's check timing and its `server` lines, each ending with `options`.
+fn server_lines(servers: &[ServerSlot], options: &str) -> String {
+    let mut lines = String::from(
+        "    # A server is down after one failed check and up after one good one, checked every second.
+    default-server inter 1s fall 1 rise 1
+",
     );
     for server in servers {
-        config.push_str(&format!(
-            "    server {} 127.0.0.1:{} check\n",
+        lines.push_str(&format!(
+            "    server {} 127.0.0.1:{} check{options}\n",
             server.name, server.port
         ));
     }
-    config
+    lines
 }
 
 /// How HAProxy passes gRPC on to the backends.
@@ -328,23 +351,14 @@ fn grpc_config(
         GrpcMode::Http => ("http", " proto h2"),
         GrpcMode::Tcp => ("tcp", ""),
     };
-    let mut config = format!(
-        "\
-global
-    maxconn 4096
-    nbthread 2
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    timeout check 500ms
-    # Every failure reaches the client: no retry, no retry on another server.
-    retries 0
-    no option redispatch
-
+    // HTTP mode only: the backend-side settings of an HTTP proxy.
+    let reuse = match mode {
+        GrpcMode::Http => "    http-reuse safe\n    retry-on none\n",
+        GrpcMode::Tcp => "",
+    };
+    let mut config = defaults("30s", "", "");
+    config.push_str(&format!(
+        "
 frontend h1
     mode {grpc_mode}
     bind {h1}
@@ -354,12 +368,7 @@ frontend grpc
     mode {grpc_mode}
     bind {h2}{server_proto}
     default_backend app
-
-frontend stats
-    bind {stats}
-    stats enable
-    stats uri /stats
-
+{stats}
 backend app
     mode {grpc_mode}
     balance roundrobin
@@ -368,19 +377,10 @@ backend app
     http-check connect proto h2
     http-check send meth GET uri /readyz
     http-check expect status 200
-    # A server is down after one failed check and up after one good one, checked every second.
-    default-server inter 1s fall 1 rise 1
-"
-    );
-    if mode == GrpcMode::Http {
-        config.push_str("    http-reuse safe\n    retry-on none\n");
-    }
-    for server in servers {
-        config.push_str(&format!(
-            "    server {} 127.0.0.1:{} check{server_proto}\n",
-            server.name, server.port
-        ));
-    }
+{reuse}{servers}",
+        stats = stats_frontend(stats),
+        servers = server_lines(servers, server_proto),
+    ));
     config
 }
 

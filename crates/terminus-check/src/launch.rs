@@ -1,6 +1,6 @@
 //! What starting a balancer (HAProxy, nginx) needs whichever it is: the servers it is
 //! put in front of ([`ServerSlot`]), how it keeps its connections to them
-//! ([`Upstream`]), why it failed ([`LaunchError`]), and the wait for its ports. `haproxy`, `nginx` and `balancer` all use this module; it uses none of
+//! ([`Upstream`]), why it failed ([`LaunchError`]), the wait for its ports, and its stop. `haproxy`, `nginx` and `balancer` all use this module; it uses none of
 //! them.
 
 use std::fmt;
@@ -106,4 +106,23 @@ pub(crate) fn wait_until_listening(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Stops a balancer started as `child` (by its pid, never by name) and removes its
+/// directory `dir`. With `terminate`, SIGTERM first, then SIGKILL if it is still running
+/// after 3 s: nginx's master stops its workers on SIGTERM, and SIGKILL would orphan them.
+/// Without, SIGKILL at once (HAProxy with `-db` is a single process).
+pub(crate) fn stop(child: &mut std::process::Child, dir: &std::path::Path, terminate: bool) {
+    if matches!(child.try_wait(), Ok(None)) {
+        if terminate {
+            let _ = crate::instance::send_signal(child.id(), "TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::instance::send_signal;
 pub use crate::launch::{LaunchError, ServerSlot, Upstream};
@@ -131,17 +131,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // The master stops its workers on SIGTERM; SIGKILL would orphan them.
-            let _ = send_signal(self.child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::launch::stop(&mut self.child, &self.dir, true);
     }
 }
 
