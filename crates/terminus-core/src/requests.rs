@@ -228,13 +228,13 @@ impl<D: DescribeRequest> Drop for RequestGuard<D> {
             return;
         }
         if requests.cutting.load(Ordering::Relaxed) {
-            {
-                let _counting = lock(&requests.cut_count);
-                requests.cut.fetch_add(1, Ordering::Relaxed);
-                drop(self.token.take());
-            }
+            // Reported before it leaves the tracker: the shutdown waits (a while) for the
+            // cut requests to leave so that their reports are out before the outcome.
             metrics::request_cut();
             self.request.report_cut();
+            let _counting = lock(&requests.cut_count);
+            requests.cut.fetch_add(1, Ordering::Relaxed);
+            drop(self.token.take());
         } else {
             requests.drained.fetch_add(1, Ordering::Relaxed);
             metrics::request_drained();
@@ -302,6 +302,34 @@ mod tests {
         }
         ending.join().unwrap();
         assert_eq!(requests.cut(), REQUESTS as u64);
+    }
+
+    /// A request reporting itself slowly as cut (a log line to a slow sink).
+    struct SlowReport(Arc<AtomicBool>);
+
+    impl DescribeRequest for SlowReport {
+        fn report_cut(&self) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wait_for_cut_requests_ends_after_their_reports() {
+        let requests = Arc::new(Requests::default());
+        let reported = Arc::new(AtomicBool::new(false));
+        let guard = requests.track(SlowReport(Arc::clone(&reported)));
+        requests.start_draining();
+        assert_eq!(requests.start_cutting(), 1);
+        let ending = std::thread::spawn(move || drop(guard));
+        tokio::time::timeout(std::time::Duration::from_secs(5), requests.wait())
+            .await
+            .expect("the cut request ends");
+        assert!(
+            reported.load(Ordering::SeqCst),
+            "the outcome is written once the wait ends: the report must be out by then"
+        );
+        ending.join().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,9 +51,7 @@ pub trait ServerExt: sealed::Sealed {
     fn lifecycle_state(&self) -> LifecycleState;
 
     /// Runs one probe as `request` describes it.
-    #[deprecated(
-        note = "use `Terminus::probe`, which takes the request by value and answers from the cache at once"
-    )]
+    #[deprecated(note = "use `Terminus::probe`, whose report is ready at once when the cache holds it")]
     fn probe(&self, request: &ProbeRequest) -> impl Future<Output = Report> + Send;
 
     /// Does nothing: a middleware that answers a probe says so with

@@ -700,6 +700,12 @@ mod tests {
         a_probe_whose_results_are_cached_is_ready_without_waiting().await;
     }
 
+    #[test]
+    fn a_probe_can_be_held_and_shared_across_threads_like_the_future_it_replaced() {
+        fn held_across_awaits<T: Send + Sync + Unpin + 'static>() {}
+        held_across_awaits::<Probing>();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_dropped_probe_stops_waiting_and_its_check_still_fills_the_cache() {
         let runs = Arc::new(AtomicUsize::new(0));

@@ -16,6 +16,10 @@ use super::report::Report;
 /// `now` to answer most probes without a task or a boxed future; everyone else just
 /// awaits.
 ///
+/// The cache and the lifecycle are read when the probe is made, not when it is first
+/// polled: await it at once (a `Probing` kept for later may describe a server that has
+/// since begun to shut down).
+///
 /// # Cancel safety
 ///
 /// Dropping a `Probing` stops waiting, nothing more. The checks it started keep
@@ -28,7 +32,7 @@ pub struct Probing {
 
 enum State {
     Ready(Report),
-    Running(Pin<Box<dyn Future<Output = Report> + Send>>),
+    Running(Pin<Box<dyn Future<Output = Report> + Send + Sync>>),
     Done,
 }
 
@@ -39,7 +43,7 @@ impl Probing {
         }
     }
 
-    pub(crate) fn running(future: impl Future<Output = Report> + Send + 'static) -> Probing {
+    pub(crate) fn running(future: impl Future<Output = Report> + Send + Sync + 'static) -> Probing {
         Probing {
             state: State::Running(Box::pin(future)),
         }

@@ -271,7 +271,7 @@ impl HealthRegistry {
     /// The report [`run_checks`](HealthRegistry::run_checks) would give, if it can be had without
     /// waiting: every check it needs has a fresh result in the cache (or the lifecycle
     /// gate decides without running any). `None` otherwise, and nothing is started:
-    /// call `run_checks` then. The report is the same as `run`'s, except that its
+    /// call `run_checks` then. The report is the same as `run_checks`'s, except that its
     /// [`duration`](Report::duration) is zero: nothing ran or was waited for, and reading
     /// the clock a second time to measure that was a tenth of a cached probe's cost.
     /// [`Terminus::probe`](crate::Terminus::probe) answers with it when it can.
