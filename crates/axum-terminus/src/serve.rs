@@ -317,7 +317,7 @@ impl Server {
                 "must be greater than zero (None turns it off)",
             ));
         }
-        if self.code_may_set(ENV_HEADER_READ_TIMEOUT) {
+        if self.code_may_set("header_read_timeout", ENV_HEADER_READ_TIMEOUT) {
             self.header_read_timeout = timeout;
         }
         self
@@ -332,7 +332,7 @@ impl Server {
                 "must be greater than zero",
             ));
         }
-        if self.code_may_set(ENV_IDLE_CLOSE_TIMEOUT) {
+        if self.code_may_set("idle_close_timeout", ENV_IDLE_CLOSE_TIMEOUT) {
             self.idle_close_timeout = timeout;
         }
         self
@@ -347,21 +347,21 @@ impl Server {
                 format!("must be between 1 and {}", terminus_core::env::MAX_CONNECTIONS),
             ));
         }
-        if self.code_may_set(ENV_MAX_CONNECTIONS) {
+        if self.code_may_set("max_connections", ENV_MAX_CONNECTIONS) {
             self.max_connections = Some(limit);
         }
         self
     }
 
-    /// Whether a setting may still be changed in code: not when the environment set it.
-    fn code_may_set(&self, variable: &str) -> bool {
-        let name = variable.trim_start_matches("TERMINUS_").to_ascii_lowercase();
+    /// Whether `setting` (read from `variable`) may still be changed in code: not when
+    /// the environment set it.
+    fn code_may_set(&self, setting: &str, variable: &str) -> bool {
         let environment = self
             .terminus
             .config()
             .settings()
             .into_iter()
-            .any(|(setting, _, source)| setting == name && source == terminus_core::Source::Environment);
+            .any(|(name, _, source)| name == setting && source == terminus_core::Source::Environment);
         if environment {
             tracing::info!(
                 target: "terminus",
@@ -477,5 +477,51 @@ impl Server {
                 upgrade,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminus(environment: &[(&str, &str)]) -> Terminus {
+        let environment: Vec<(String, String)> = environment
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Terminus::builder()
+            .from_lookup(move |name| {
+                environment
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_deprecated_server_setter_is_ignored_for_a_setting_the_environment_made() {
+        let terminus = terminus(&[(ENV_MAX_CONNECTIONS, "5")]);
+        let server = Server::new(&terminus)
+            .max_connections(9)
+            .idle_close_timeout(Duration::from_secs(7));
+        assert_eq!(server.max_connections, Some(5), "TERMINUS_MAX_CONNECTIONS wins");
+        assert_eq!(
+            server.idle_close_timeout,
+            Duration::from_secs(7),
+            "not in the environment"
+        );
+
+        let terminus = self::terminus(&[(ENV_IDLE_CLOSE_TIMEOUT, "3s"), (ENV_HEADER_READ_TIMEOUT, "4s")]);
+        let server = Server::new(&terminus)
+            .max_connections(9)
+            .idle_close_timeout(Duration::from_secs(7))
+            .header_read_timeout(Some(Duration::from_secs(8)));
+        assert_eq!(server.max_connections, Some(9));
+        assert_eq!(server.idle_close_timeout, Duration::from_secs(3));
+        assert_eq!(server.header_read_timeout, Some(Duration::from_secs(4)));
     }
 }
