@@ -22,6 +22,7 @@ on_both_runtimes!(
     a_request_under_axum_serve_is_waited_for_while_our_server_shares_the_terminus,
     a_keep_alive_connection_that_only_carries_probes_outlives_the_header_read_timeout,
     a_request_waiting_for_a_service_that_is_not_ready_is_served_through_closing,
+    a_dropped_server_closes_its_connections_and_leaves_the_terminus_usable,
 );
 
 fn app(terminus: &Terminus) -> Router {
@@ -476,5 +477,63 @@ async fn a_request_waiting_for_a_service_that_is_not_ready_is_served_through_clo
     assert_eq!(
         outcome.requests_drained, 2,
         "both counted, once each: {outcome:?}"
+    );
+}
+
+/// `serve`'s future dropped while serving (a `select!` whose other branch won): nothing
+/// of the server runs on. Before, its connections lived on, detached: an idle keep-alive
+/// connection was served for as long as its client kept it, with no timeout and no
+/// drain to close it.
+async fn a_dropped_server_closes_its_connections_and_leaves_the_terminus_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let terminus = Terminus::builder().drain_delay(Duration::ZERO).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(async move { axum_terminus::serve(listener, app(&terminus), &terminus).await })
+    };
+    let mut idle = H1::connect(addr).await.unwrap();
+    assert_eq!(idle.get("/").await.unwrap().status, StatusCode::OK);
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /slow?ms=5000 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.abort();
+    assert!(server.await.unwrap_err().is_cancelled());
+
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut rest = Vec::new();
+        let _ = busy.read_to_end(&mut rest).await;
+        rest
+    })
+    .await
+    .expect("the connection with a request in flight is closed, not served on for 5 s");
+    assert!(
+        !String::from_utf8_lossy(&ended).starts_with("HTTP/1.1 200"),
+        "the slow request was cut, not answered"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(2), idle.get("/")).await;
+    assert!(
+        matches!(again, Ok(Err(_))),
+        "the idle keep-alive connection is closed, not served on: {again:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+
+    // The `Terminus` is still usable: a shutdown runs to its end.
+    terminus.shutdown("test over");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), terminus.run(terminus_core::NoConnections))
+        .await
+        .expect("the shutdown finishes");
+    assert_eq!(terminus.phase(), Phase::Stopped);
+    assert_eq!(
+        outcome.requests_cut, 0,
+        "the dropped server's request was never in a shutdown"
     );
 }

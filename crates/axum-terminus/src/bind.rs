@@ -31,6 +31,12 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 /// With the `upgrade` feature, in a successor started by an in-place upgrade, the
 /// parent's listener with the same address is taken instead (port 0: the parent's port
 /// on the same IP address); see [`upgrade`](crate::upgrade).
+///
+/// # Cancel safety
+///
+/// Dropping the future before it resolves binds nothing and leaves the `Terminus` as
+/// it was: only a failure it returned marks it fatal. (In an upgraded successor, the
+/// parent's socket is taken and returned in one step, never lost between awaits.)
 pub async fn bind<A>(address: A, terminus: &Terminus) -> Result<TcpListener, BindError>
 where
     A: ToSocketAddrs + fmt::Display,
@@ -98,6 +104,11 @@ fn listen_on(address: SocketAddr) -> io::Result<TcpListener> {
 /// removed first; one that a live process still listens on is an error
 /// (`AddrInUse`), as a port in use is. The file is left in place when the listener
 /// closes: a process started after this one replaces it.
+///
+/// # Cancel safety
+///
+/// As [`bind`]: dropping the future binds nothing and leaves the `Terminus` as it was
+/// (a stale socket file may already be gone).
 #[cfg(unix)]
 pub async fn bind_unix(
     path: impl AsRef<std::path::Path>,

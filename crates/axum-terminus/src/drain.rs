@@ -57,7 +57,43 @@ impl Drain for ServerDrain {
 
     fn force_close(&mut self) -> usize {
         self.accepting.abort_all();
-        self.registry.force_close()
+        self.registry.force_close(Cut::Deadline)
+    }
+}
+
+/// Why the connections still open are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The drain deadline passed (or a second signal came).
+    Deadline,
+    /// The server's future was dropped before its shutdown finished.
+    Dropped,
+}
+
+/// Held by a running server: if its future is dropped before the shutdown has finished
+/// (a `select!` whose other branch won), its connections are cut with it, rather than
+/// left serving with no sweep to bound them and no drain to close them. The accept
+/// loops go with the [`ServerDrain`] that owns them.
+pub(crate) struct CutOnDrop(Option<Arc<Registry>>);
+
+impl CutOnDrop {
+    pub(crate) fn new(registry: &Arc<Registry>) -> CutOnDrop {
+        CutOnDrop(Some(Arc::clone(registry)))
+    }
+
+    /// The shutdown finished: nothing to do when dropped.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOnDrop {
+    fn drop(&mut self) {
+        if let Some(registry) = self.0.take() {
+            if registry.len() > 0 {
+                registry.force_close(Cut::Dropped);
+            }
+        }
     }
 }
 
@@ -181,10 +217,20 @@ impl Registry {
         }
     }
 
-    /// The deadline passed: cuts every connection with a request or an upgraded session
-    /// in flight, with one `warn` event each, and closes the idle rest. Returns how many
-    /// were cut.
-    pub(crate) fn force_close(&self) -> usize {
+    /// The deadline passed (or the server was dropped): cuts every connection with a
+    /// request or an upgraded session in flight, with one `warn` event each, and closes
+    /// the idle rest. Returns how many were cut.
+    pub(crate) fn force_close(&self, why: Cut) -> usize {
+        let (idle_closed, busy_cut) = match why {
+            Cut::Deadline => (
+                "idle connection closed at the drain deadline",
+                "connection cut at the drain deadline",
+            ),
+            Cut::Dropped => (
+                "idle connection closed: the server's future was dropped",
+                "connection cut: the server's future was dropped before its shutdown finished",
+            ),
+        };
         let now = self.snapshot();
         let mut cut = 0;
         for connection in &now {
@@ -196,7 +242,7 @@ impl Registry {
                     peer = %connection.peer,
                     protocol = connection.protocol().as_str(),
                     age_ms,
-                    "idle connection closed at the drain deadline"
+                    "{idle_closed}"
                 );
             } else {
                 cut += 1;
@@ -207,7 +253,7 @@ impl Registry {
                     protocol,
                     age_ms,
                     requests_in_flight = connection.in_flight(),
-                    "connection cut at the drain deadline"
+                    "{busy_cut}"
                 );
             }
             connection.cut();

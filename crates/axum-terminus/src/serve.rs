@@ -22,7 +22,7 @@ use tower_service::Service;
 use crate::accept::{accept_loop, Role, ServerParts};
 use crate::clock::Clock;
 use crate::connection::Limits;
-use crate::drain::{Registry, ServerDrain};
+use crate::drain::{CutOnDrop, Registry, ServerDrain};
 use crate::listener::TerminusListener;
 use crate::serve_connection::Transport;
 use crate::settings::{Settings, Versions};
@@ -49,6 +49,11 @@ pub use terminus_core::{
 /// within `drain_timeout`, and whatever is left is cut and reported. The signal
 /// handlers are installed when serving starts. See [`Server`] for several listeners
 /// and the settings.
+///
+/// # Cancel safety
+///
+/// As [`Server::run`]: dropping the future stops the server at once, its connections
+/// cut; the `Terminus` stays usable.
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
@@ -405,6 +410,19 @@ impl Server {
     /// if that is required. An invalid setting is reported as a fatal error naming it:
     /// the process then exits without serving. With the `systemd` feature, the service
     /// manager is notified of each phase (see the `systemd` module).
+    ///
+    /// # Cancel safety
+    ///
+    /// Await it to the end for a graceful stop: call
+    /// [`Terminus::shutdown`](terminus_core::Terminus::shutdown) (or send a signal), and
+    /// it returns once the shutdown has run. Dropping the future before then (a
+    /// `select!` whose other branch won) stops this server at once, as dropping a
+    /// runtime would: its listeners close, and every open connection is closed, those
+    /// with a request in flight cut, with one `warn` event each (`connection cut: the
+    /// server's future was dropped ...`). Nothing of it keeps running. The `Terminus`
+    /// stays usable: a shutdown this future had started goes on in a later
+    /// [`Terminus::run`](terminus_core::Terminus::run), from where it stopped (see its
+    /// cancel safety).
     pub async fn run(self) -> Outcome {
         #[cfg(all(feature = "systemd", unix))]
         let notifier = crate::systemd::spawn_notifier(&self.terminus);
@@ -469,14 +487,17 @@ impl Server {
             terminus.clone(),
             timeouts,
         )));
-        terminus
+        let cut_on_drop = CutOnDrop::new(&registry);
+        let outcome = terminus
             .run(ServerDrain {
                 registry,
                 accepting,
                 #[cfg(all(feature = "upgrade", unix))]
                 upgrade,
             })
-            .await
+            .await;
+        cut_on_drop.disarm();
+        outcome
     }
 }
 

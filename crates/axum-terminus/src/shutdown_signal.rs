@@ -34,6 +34,13 @@ use terminus_core::{NoConnections, Phase, Terminus};
 /// stays at 503 (the server never leaves Starting), no hook runs and no outcome is
 /// ever given.
 ///
+/// # Cancel safety
+///
+/// Dropped before its first poll, it has done nothing. From its first poll on, the
+/// shutdown runs on a task of its own: dropping the future (axum drops it when it
+/// stops) only stops waiting for Closing, and [`Terminus::outcome`] still gives the
+/// outcome.
+///
 /// ```no_run
 /// use axum::{routing::get, Router};
 /// use axum_terminus::{shutdown_signal, Terminus, TerminusLayer};

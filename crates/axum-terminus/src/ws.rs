@@ -426,11 +426,20 @@ impl Socket {
 
     /// The next message; `None` once the peer is gone or Draining has begun (then
     /// return from the handler, and the helper closes the socket with 1001).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as `StreamExt::next`: dropping it (in a `select!`) loses no message.
     pub async fn recv(&mut self) -> Option<Result<Message, axum::Error>> {
         self.next().await
     }
 
     /// Sends a message (and flushes it).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as `SinkExt::send`: dropped before it resolves, the message may
+    /// have been sent, in part or whole, or not at all.
     pub async fn send(&mut self, message: Message) -> Result<(), axum::Error> {
         SinkExt::send(self, message).await
     }

@@ -53,6 +53,11 @@ impl HealthService {
 
     /// The status of `service` now, or `None` if the name is not known: what `Check`
     /// answers, for code that wants it without a gRPC call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Only waits: dropped, the checks it started finish on their own tasks and fill the
+    /// cache, as for [`Terminus::probe`](terminus_core::Terminus::probe).
     pub async fn status(&self, service: &str) -> Option<ServingStatus> {
         let target = self.state.services.get(service)?;
         Some(self.state.status(target).await)
