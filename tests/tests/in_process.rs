@@ -23,6 +23,7 @@ on_both_runtimes!(
     a_keep_alive_connection_that_only_carries_probes_outlives_the_header_read_timeout,
     a_request_waiting_for_a_service_that_is_not_ready_is_served_through_closing,
     a_dropped_server_closes_its_connections_and_leaves_the_terminus_usable,
+    a_response_begun_before_draining_and_ending_in_closing_leaves_its_connection_the_next_request,
 );
 
 fn app(terminus: &Terminus) -> Router {
@@ -536,4 +537,82 @@ async fn a_dropped_server_closes_its_connections_and_leaves_the_terminus_usable(
         outcome.requests_cut, 0,
         "the dropped server's request was never in a shutdown"
     );
+}
+
+/// An HTTP/1.1 response whose head went out while Serving (so without `Connection:
+/// close`) and whose body ends after Closing began. Its client was promised keep-alive,
+/// and a sequential client sends its next request the moment the body ends: closing
+/// the connection right after the body (what finishing it at Closing did) loses that
+/// request, on every such connection. It must be answered, with `Connection: close`;
+/// and a client that sends nothing more is closed on within the idle close timeout.
+async fn a_response_begun_before_draining_and_ending_in_closing_leaves_its_connection_the_next_request() {
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+
+    /// Ten chunks, 100 ms apart: a body that lasts a second after its head.
+    async fn finite() -> Body {
+        let chunks = futures_util::stream::unfold(0u32, |sent| async move {
+            if sent == 10 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from("tick\n")), sent + 1))
+        });
+        Body::from_stream(chunks)
+    }
+
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::from_millis(300))
+        .drain_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let router = Router::new()
+        .route("/finite", get(finite))
+        .merge(quickstart::router());
+    let app = TerminusLayer::new(&terminus).layer(router);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(async move { axum_terminus::serve(listener, app, &terminus).await })
+    };
+
+    let mut client = H1::connect(addr).await.unwrap();
+    let mut silent = H1::connect(addr).await.unwrap();
+    let (streamed, silent_streamed, ()) = tokio::join!(client.get("/finite"), silent.get("/finite"), async {
+        // The heads are out by now; Closing begins 300 ms later, with the bodies half sent.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        terminus.shutdown("test");
+    });
+    let ended = Instant::now();
+    for streamed in [streamed, silent_streamed] {
+        let streamed = streamed.expect("the streaming response completes");
+        assert_eq!(streamed.body.len(), 50, "the whole body");
+        assert_eq!(streamed.connection(), None, "its head went out while Serving");
+    }
+    assert!(
+        terminus.phase() >= Phase::Closing,
+        "the bodies ended during Closing"
+    );
+
+    let next = client
+        .send("POST", "/", "the request a sequential client sends at once")
+        .await
+        .expect("the next request on the connection is answered, not lost");
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(next.connection(), Some("close"), "and the client is told to go");
+    assert!(client.wait_closed(Duration::from_secs(2)).await);
+    // The other client sends nothing more: its connection is closed once it has been
+    // idle for the idle close timeout (1 s), not kept.
+    assert!(
+        silent.wait_closed(Duration::from_secs(3)).await,
+        "the silent client's connection is closed"
+    );
+    assert!(ended.elapsed() < Duration::from_secs(3));
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
 }

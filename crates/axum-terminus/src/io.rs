@@ -93,13 +93,15 @@ impl<I: AsyncRead> AsyncRead for ConnectionIo<I> {
                 return Poll::Ready(Err(cut_error()));
             }
             // Closing, and between HTTP/1 requests with nothing in flight. (Before the
-            // first byte, or in the middle of a request head, the connection waits for
-            // its request, bounded by `idle_close_timeout`. An idle HTTP/2 connection is
+            // first byte, in the middle of a request head, or after a response that was
+            // under way at Closing (see `should_finish`), the connection waits for its
+            // request, bounded by `idle_close_timeout`. An idle HTTP/2 connection is
             // left to that bound too: end of stream could drop response frames hyper has
             // not written.)
             if connection.protocol() != Protocol::Http2
                 && !connection.is_busy()
                 && connection.head_since().is_none()
+                && !connection.awaits_next_request()
             {
                 return match (this.read_now)(&*this.io, buf) {
                     Some(Ok(n)) => {

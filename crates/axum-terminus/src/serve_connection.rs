@@ -280,13 +280,20 @@ fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> b
         // HTTP/2 clients move to a new connection (which the balancer sends elsewhere)
         // as soon as readiness fails, or when the connection's life is over.
         Protocol::Http2 => phase >= Phase::Draining || connection.retiring().is_some(),
-        // HTTP/1 at Closing: a busy connection finishes its response, then closes. An idle
-        // one is left to read once more (see `ConnectionIo`): what is already there is
-        // served, and the request it starts makes it busy. Past its life while serving,
-        // nothing here: its next response says `Connection: close` (`close_if_retiring`)
-        // and hyper closes after it. Finishing now would close after a response whose
-        // head may already have gone out without that header, and the client, told
-        // nothing, would send its next request into the closed connection.
-        _ => phase >= Phase::Closing && connection.in_flight() > 0,
+        // HTTP/1 at Closing: a busy connection whose response has not gone to hyper yet
+        // is finished: that response says `Connection: close`, and hyper closes after
+        // it. An idle one is left to read once more (see `ConnectionIo`): what is
+        // already there is served, and the request it starts makes it busy. One whose
+        // response has gone to hyper is not finished: that response's head may be out
+        // without `Connection: close`, and finishing now would close right after its
+        // body, into the next request its client, told nothing, sends at once. It waits
+        // for that request instead (bounded by the idle close timeout), which is then
+        // finished like any other. Past its life while serving, nothing here either:
+        // its next response says `Connection: close` (`response_ready`).
+        _ => {
+            phase >= Phase::Closing
+                && connection.in_flight() > 0
+                && !connection.await_next_request_if_response_given()
+        }
     }
 }

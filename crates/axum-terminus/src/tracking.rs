@@ -361,7 +361,7 @@ where
                     let mut response = ready!(poll)?;
                     let holding = std::mem::replace(holding, Holding::Nothing);
                     if let Some(connection) = holding.connection() {
-                        connection.close_if_retiring(&mut response);
+                        connection.response_ready(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, holding })));
                 }
