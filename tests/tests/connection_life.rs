@@ -34,7 +34,24 @@ on_both_runtimes!(
     past_its_maximum_age_a_connection_is_told_to_move_and_a_stream_past_the_grace_is_cut,
     half_closed_clients_get_their_answers,
     past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_being_told,
+    at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told,
 );
+
+/// Three chunks, 30 ms apart: the head goes out before the body ends.
+async fn chunks() -> axum::body::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(1);
+    tokio::spawn(async move {
+        for chunk in ["a", "b", "c"] {
+            if tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }))
+}
 
 /// Slack for a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_secs(2);
@@ -427,24 +444,7 @@ async fn after_a_flood_half_closed_clients_of_the_admin_port_example_get_their_a
 /// response (whose head said nothing) left the client sending its next request into a
 /// closed connection.
 async fn past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_being_told() {
-    use axum::body::Body;
     use axum::routing::get;
-
-    /// Three chunks, 30 ms apart: the head goes out before the body ends.
-    async fn chunks() -> Body {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(1);
-        tokio::spawn(async move {
-            for chunk in ["a", "b", "c"] {
-                if tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        });
-        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
-        }))
-    }
 
     let terminus = Terminus::builder()
         .max_connection_age(Duration::from_millis(300))
@@ -504,6 +504,69 @@ async fn past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_bei
         &failed[..failed.len().min(3)]
     );
     terminus.shutdown("test over");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
+}
+
+/// The same clients across a shutdown with no drain delay (the default outside
+/// Kubernetes): at Closing most of them are in the middle of a response whose head went
+/// out while Serving, without `Connection: close`. Each must be told before its
+/// connection closes: its next request is answered with `Connection: close`. Finishing
+/// such a connection at Closing closed it right after the body, and the request its
+/// client sent next was lost.
+async fn at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told() {
+    use axum::routing::get;
+
+    const CLIENTS: usize = 8;
+    let terminus = Terminus::builder().drain_delay(Duration::ZERO).build().unwrap();
+    let app = TerminusLayer::new(&terminus).layer(axum::Router::new().route("/chunks", get(chunks)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut answered, mut told) = (0u32, false);
+                let started = Instant::now();
+                let mut connection = H1::connect(addr).await.unwrap();
+                // Until told to go: then this client would move to another instance.
+                while !told && started.elapsed() < Duration::from_secs(5) {
+                    match connection.get("/chunks").await {
+                        Ok(reply) => {
+                            assert_eq!((reply.status, &reply.body[..]), (StatusCode::OK, &b"abc"[..]));
+                            answered += 1;
+                            told = reply.connection() == Some("close");
+                        }
+                        Err(error) => return Err(format!("after {answered} answers: {error}")),
+                    }
+                }
+                Ok(answered)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    terminus.shutdown("test");
+    let mut failed = Vec::new();
+    let mut answered = 0;
+    for client in clients {
+        match client.await.unwrap() {
+            Ok(count) => answered += count,
+            Err(error) => failed.push(error),
+        }
+    }
+    println!(
+        "connection-life closing_h1_answered={answered} clients_closed_on_untold={}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {CLIENTS} clients had a request lost to a connection closed without `Connection: close`: {failed:?}",
+        failed.len()
+    );
     let outcome = tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .unwrap()
