@@ -302,8 +302,15 @@ pub struct H1 {
 impl H1 {
     /// Opens a connection to `addr`.
     pub async fn connect(addr: SocketAddr) -> std::io::Result<H1> {
-        let stream = TcpStream::connect(addr).await?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        H1::over(TcpStream::connect(addr).await?).await
+    }
+
+    /// HTTP/1.1 over `io`, a stream already connected (TLS, a Unix socket).
+    pub async fn over<I>(io: I) -> std::io::Result<H1>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(std::io::Error::other)?;
         let connection = tokio::spawn(async move {

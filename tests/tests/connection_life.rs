@@ -35,6 +35,8 @@ on_both_runtimes!(
     half_closed_clients_get_their_answers,
     past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_being_told,
     at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told,
+    at_closing_a_keep_alive_client_mid_response_over_tls_is_never_closed_on_without_being_told,
+    at_closing_a_keep_alive_client_mid_response_over_unix_is_never_closed_on_without_being_told,
 );
 
 /// Three chunks, 30 ms apart: the head goes out before the body ends.
@@ -511,28 +513,99 @@ async fn past_its_maximum_age_a_keep_alive_client_is_never_closed_on_without_bei
     assert!(outcome.is_graceful(), "{outcome:?}");
 }
 
+/// How the clients of `mid_response_at_closing` reach the server.
+#[derive(Clone)]
+enum Transport {
+    Tcp(SocketAddr),
+    /// HTTP/1.1 chosen by ALPN.
+    Tls(SocketAddr, tokio_rustls::TlsConnector),
+    Unix(std::path::PathBuf),
+}
+
+impl Transport {
+    async fn connect(&self) -> H1 {
+        match self {
+            Transport::Tcp(addr) => H1::connect(*addr).await,
+            Transport::Tls(addr, connector) => {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                H1::over(connector.connect(name, tcp).await.unwrap()).await
+            }
+            Transport::Unix(path) => H1::over(tokio::net::UnixStream::connect(path).await.unwrap()).await,
+        }
+        .unwrap()
+    }
+}
+
+async fn at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    mid_response_at_closing(Transport::Tcp(addr), |server, app| server.listener(listener, app)).await;
+}
+
+async fn at_closing_a_keep_alive_client_mid_response_over_tls_is_never_closed_on_without_being_told() {
+    let generated = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+    let cert = generated.cert.pem();
+    let tls = axum_terminus::tls::TlsConfig::from_pem(
+        cert.as_bytes(),
+        generated.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(generated.cert.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(terminus_tests::ring_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    mid_response_at_closing(Transport::Tls(addr, connector), |server, app| {
+        server.tls_listener(listener, tls, app)
+    })
+    .await;
+}
+
+async fn at_closing_a_keep_alive_client_mid_response_over_unix_is_never_closed_on_without_being_told() {
+    // One per runtime's run of this test: the two run at the same time.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = terminus_tests::temp_path(&format!("closing-mid-response-{run}.sock"));
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    mid_response_at_closing(Transport::Unix(path.clone()), |server, app| {
+        server.listener(listener, app)
+    })
+    .await;
+    let _ = std::fs::remove_file(&path);
+}
+
 /// The same clients across a shutdown with no drain delay (the default outside
 /// Kubernetes): at Closing most of them are in the middle of a response whose head went
 /// out while Serving, without `Connection: close`. Each must be told before its
 /// connection closes: its next request is answered with `Connection: close`. Finishing
 /// such a connection at Closing closed it right after the body, and the request its
 /// client sent next was lost.
-async fn at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told() {
+async fn mid_response_at_closing(
+    transport: Transport,
+    serve: impl FnOnce(Server, axum_terminus::TerminusService<axum::Router>) -> Server,
+) {
     use axum::routing::get;
 
     const CLIENTS: usize = 8;
     let terminus = Terminus::builder().drain_delay(Duration::ZERO).build().unwrap();
     let app = TerminusLayer::new(&terminus).layer(axum::Router::new().route("/chunks", get(chunks)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+    let server = tokio::spawn(serve(Server::new(&terminus), app).run());
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
+            let transport = transport.clone();
             tokio::spawn(async move {
                 let (mut answered, mut told) = (0u32, false);
                 let started = Instant::now();
-                let mut connection = H1::connect(addr).await.unwrap();
+                let mut connection = transport.connect().await;
                 // Until told to go: then this client would move to another instance.
                 while !told && started.elapsed() < Duration::from_secs(5) {
                     match connection.get("/chunks").await {
