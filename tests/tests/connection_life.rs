@@ -37,6 +37,8 @@ on_both_runtimes!(
     at_closing_a_keep_alive_client_mid_response_is_never_closed_on_without_being_told,
     at_closing_a_keep_alive_client_mid_response_over_tls_is_never_closed_on_without_being_told,
     at_closing_a_keep_alive_client_mid_response_over_unix_is_never_closed_on_without_being_told,
+    at_closing_without_the_layer_every_http1_response_says_close,
+    the_last_allowed_request_being_an_upgrade_keeps_connection_upgrade,
 );
 
 /// Three chunks, 30 ms apart: the head goes out before the body ends.
@@ -645,4 +647,98 @@ async fn mid_response_at_closing(
         .unwrap()
         .unwrap();
     assert!(outcome.is_graceful(), "{outcome:?}");
+}
+
+/// A public router without `TerminusLayer` (the admin-port pattern): at Closing nothing
+/// but the server says `Connection: close`. After a response that streamed across
+/// Closing, the connection waits for its client's next request; that request, and any
+/// other at Closing, must be answered with `Connection: close`, however quickly hyper
+/// serves it. Before, a client that kept sending (here every 300 ms, within the idle
+/// close timeout) was never told, and kept its connection open until the drain deadline.
+async fn at_closing_without_the_layer_every_http1_response_says_close() {
+    use axum::routing::get;
+
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(6))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/", get(|| async { "hi" }))
+        .route("/chunks", get(chunks));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+
+    let mut client = H1::connect(addr).await.unwrap();
+    let (first, ()) = tokio::join!(client.get("/chunks"), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        terminus.shutdown("test");
+    });
+    assert_eq!(first.unwrap().body, &b"abc"[..]);
+    let closing = Instant::now();
+    let mut untold = 0;
+    loop {
+        let path = if untold % 2 == 0 { "/" } else { "/chunks" };
+        let reply = client.get(path).await.expect("answered, not closed on untold");
+        if reply.connection() == Some("close") {
+            break;
+        }
+        untold += 1;
+        assert!(
+            closing.elapsed() < Duration::from_secs(4),
+            "{untold} responses at Closing without `Connection: close`"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(untold, 0, "the first request at Closing is told to go");
+    assert!(client.wait_closed(Duration::from_secs(2)).await);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_graceful(), "{outcome:?}");
+}
+
+/// The last request a connection may carry (`max_requests_per_connection`) makes the
+/// server add `Connection: close` to its response, except to an upgrade: a `101
+/// Switching Protocols` keeps `Connection: upgrade`, or the WebSocket handshake fails.
+async fn the_last_allowed_request_being_an_upgrade_keeps_connection_upgrade() {
+    use axum::routing::get;
+
+    let terminus = Terminus::builder()
+        .max_requests_per_connection(1)
+        .build()
+        .unwrap();
+    let app = axum::Router::new().route(
+        "/ws",
+        get(|| async {
+            http::Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(Server::new(&terminus).listener(listener, app).run());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..read]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("connection: upgrade"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    drop(stream);
+    terminus.shutdown("test over");
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

@@ -616,3 +616,92 @@ async fn a_response_begun_before_draining_and_ending_in_closing_leaves_its_conne
         .unwrap();
     assert!(outcome.is_graceful(), "{outcome:?}");
 }
+
+/// A listener whose `accept`, once armed, holds its worker thread until released: an
+/// accept loop in the middle of a poll on one worker while the server's future is
+/// dropped on another.
+struct HeldAccept {
+    inner: TcpListener,
+    /// 0: pass; 1: armed; 2: holding an accepted connection; 3: released.
+    gate: std::sync::Arc<(std::sync::Mutex<u8>, std::sync::Condvar)>,
+}
+
+impl axum::serve::Listener for HeldAccept {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let accepted = loop {
+            if let Ok(accepted) = self.inner.accept().await {
+                break accepted;
+            }
+        };
+        let (state, changed) = &*self.gate;
+        let mut state = state.lock().unwrap();
+        if *state == 1 {
+            *state = 2;
+            changed.notify_all();
+            // Blocks this worker on purpose: the window the test needs.
+            while *state != 3 {
+                state = changed.wait(state).unwrap();
+            }
+        }
+        accepted
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl axum_terminus::TerminusListener for HeldAccept {}
+
+/// Only on a multi-threaded runtime can an accept loop be mid-poll while the server's
+/// future is dropped elsewhere: the connection it accepts then must not be served on,
+/// detached, with no sweep and no drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_as_the_server_is_dropped_is_not_served_on() {
+    let terminus = Terminus::builder().build().unwrap();
+    let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(0u8), std::sync::Condvar::new()));
+    let listener = HeldAccept {
+        inner,
+        gate: std::sync::Arc::clone(&gate),
+    };
+    let server = {
+        let terminus = terminus.clone();
+        tokio::spawn(async move { axum_terminus::serve(listener, app(&terminus), &terminus).await })
+    };
+    let mut warm = H1::connect(addr).await.unwrap();
+    assert_eq!(warm.get("/").await.unwrap().status, StatusCode::OK);
+
+    *gate.0.lock().unwrap() = 1;
+    let late = tokio::spawn(H1::connect(addr));
+    let holding = std::sync::Arc::clone(&gate);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || {
+            let mut state = holding.0.lock().unwrap();
+            while *state != 2 {
+                state = holding.1.wait(state).unwrap();
+            }
+        }),
+    )
+    .await
+    .expect("the accept loop holds the new connection")
+    .unwrap();
+    // The accept loop holds a new connection on one worker; the server's future is
+    // dropped on the other.
+    server.abort();
+    assert!(server.await.unwrap_err().is_cancelled());
+    *gate.0.lock().unwrap() = 3;
+    gate.1.notify_all();
+
+    let mut late = late.await.unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(2), late.get("/")).await;
+    assert!(
+        !matches!(reply, Ok(Ok(_))),
+        "served after its server's future was dropped: {reply:?}"
+    );
+}

@@ -27,7 +27,8 @@
 //! - `head_since`: `Release` stores, `Acquire` loads, each pairing with the other; the
 //!   `Relaxed` load in `bytes_arrived` only decides whether to store.
 //! - `requests`, `retire_reason`, `retired_at`: `Relaxed`, each said where it is used.
-//! - `response_given`: `Relaxed`; only the connection's own task stores and loads it.
+//! - `response_given`: `Relaxed`; for HTTP/1, only the connection's own task stores and
+//!   loads it (HTTP/2 stream tasks store it too, but nothing reads it for HTTP/2).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -136,7 +137,8 @@ pub(crate) struct Connection {
     /// may be out, and without `Connection: close` (nothing says so while Serving).
     /// Stored when the response is given and when the next request starts, and read
     /// at Closing, all on the connection's own task (where hyper calls the service and
-    /// polls its future), hence `Relaxed`: two plain stores per request.
+    /// polls its future), hence `Relaxed`: two plain stores per request. (HTTP/2
+    /// streams store it from their own tasks; it is never read for HTTP/2.)
     response_given: AtomicBool,
     /// Something the task must look at: the phase changed, a request started while
     /// Closing, a timeout expired.
@@ -298,11 +300,17 @@ impl Connection {
     }
 
     /// The service's response goes to hyper, which writes its head. An HTTP/1 response
-    /// on a connection told to finish says `Connection: close` (hyper then closes after
-    /// it): one load of the flags per response.
+    /// on a connection told to finish, or at Closing, says `Connection: close` (hyper
+    /// then closes after it), whether or not a `TerminusLayer` said so already; a
+    /// `101 Switching Protocols` (or any answer with `Upgrade`) keeps its `Connection:
+    /// upgrade`. One load of the flags per response while Serving.
     pub(crate) fn response_ready<B>(&self, response: &mut http::Response<B>) {
         self.response_given.store(true, Ordering::Relaxed);
-        if self.has(Flags::RETIRE) && self.protocol() == Protocol::Http1 {
+        if self.has(Flags::RETIRE | Flags::CLOSING_READ)
+            && self.protocol() == Protocol::Http1
+            && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            && !response.headers().contains_key(http::header::UPGRADE)
+        {
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -345,8 +353,9 @@ impl Connection {
     }
 
     /// A response ended (or was dropped). Nobody needs waking: at Closing, hyper closes
-    /// an HTTP/1 connection after its last response by itself, and the sweep times the
-    /// idle bound of the rest from `idle_since`.
+    /// an HTTP/1 connection after a response that said `Connection: close` by itself,
+    /// and the sweep times the idle bound of the rest (a connection waiting for its
+    /// client's next request among them) from `idle_since`.
     pub(crate) fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle_since.store(self.clock.now().0, Ordering::Release);
@@ -469,6 +478,12 @@ impl Connection {
     /// close timeout) for the request its client may be sending, instead of once.
     pub(crate) fn awaits_next_request(&self) -> bool {
         self.has(Flags::AWAIT_NEXT_REQUEST)
+    }
+
+    /// The wait for that request is over: the next idle read is the last one. Whether
+    /// the connection was waiting.
+    pub(crate) fn stop_awaiting_next_request(&self) -> bool {
+        self.flags.fetch_and(!Flags::AWAIT_NEXT_REQUEST, Ordering::AcqRel) & Flags::AWAIT_NEXT_REQUEST != 0
     }
 
     /// Whether a read must leave the fast path: the connection is cut, or Closing.

@@ -11,7 +11,7 @@
 //! task (`serve_connection.rs`) reads the phase and decides how to finish.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,7 @@ impl CutOnDrop {
 impl Drop for CutOnDrop {
     fn drop(&mut self) {
         if let Some(registry) = self.0.take() {
+            registry.dropped.store(true, Ordering::SeqCst); // see `Registry::dropped`
             if registry.len() > 0 {
                 registry.force_close(Cut::Dropped);
             }
@@ -125,8 +126,10 @@ pub(crate) fn close_listener<L: TerminusListener>(
 }
 
 /// From Closing on, the sweep's bound on a connection with nothing in flight (an HTTP/2
-/// peer that never acknowledges the GOAWAY, half a request head): closed once idle for
-/// `idle_close` since Closing began or since its last response, whichever is later.
+/// peer that never acknowledges the GOAWAY, half a request head, an HTTP/1 connection
+/// waiting for the request its client may send after a response that was under way at
+/// Closing): closed once idle for `idle_close` since Closing began or since its last
+/// response, whichever is later.
 pub(crate) fn close_if_idle_too_long(
     connection: &Connection,
     clock: &Clock,
@@ -148,6 +151,12 @@ pub(crate) struct Registry {
     /// took a fifth longer than closing in the order the memory was allocated.
     connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
     empty: Notify,
+    /// The server's future was dropped: a connection registered from now on is cut (an
+    /// accept loop may be in the middle of a poll on another worker as the future is
+    /// dropped). `SeqCst`, stored before the connections are read under the lock and
+    /// loaded after a connection is inserted under it: either the cut sees the
+    /// connection, or the registration sees the flag.
+    dropped: AtomicBool,
 }
 
 impl Registry {
@@ -158,7 +167,10 @@ impl Registry {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.connections).insert(id, connection);
+        lock(&self.connections).insert(id, Arc::clone(&connection));
+        if self.dropped.load(Ordering::SeqCst) {
+            connection.cut();
+        }
         crate::metrics::connection_opened();
         Registered {
             registry: Arc::clone(self),
@@ -233,7 +245,9 @@ impl Registry {
         };
         let now = self.snapshot();
         let mut cut = 0;
-        for connection in &now {
+        // Cut already (the deadline came, and then the server's future was dropped):
+        // reported once.
+        for connection in now.iter().filter(|connection| !connection.is_cut()) {
             let age_ms = connection.clock.age(connection.accepted).as_millis() as u64;
             if !connection.is_busy() {
                 // Nothing in flight (at most half a request head): not a cut.

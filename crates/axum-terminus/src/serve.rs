@@ -424,8 +424,10 @@ impl Server {
     /// [`Terminus::run`](terminus_core::Terminus::run), from where it stopped (see its
     /// cancel safety).
     pub async fn run(self) -> Outcome {
+        // Aborted if this future is dropped: no watchdog pings for a server that is gone.
         #[cfg(all(feature = "systemd", unix))]
-        let notifier = crate::systemd::spawn_notifier(&self.terminus);
+        let notifier =
+            crate::systemd::spawn_notifier(&self.terminus).map(tokio_util::task::AbortOnDropHandle::new);
         let outcome = self.serve().await;
         #[cfg(all(feature = "systemd", unix))]
         if let Some(notifier) = notifier {

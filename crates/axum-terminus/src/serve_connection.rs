@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
 //! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
-//! | Closing, busy | finishes its response with `Connection: close`, then closes | finishes its streams, then closes |
+//! | Closing, busy | finishes its response with `Connection: close`, then closes; a response already given to hyper (its head may have promised keep-alive) is not finished under it: the connection then waits up to `idle_close_timeout` for its client's next request, answered with `Connection: close` | finishes its streams, then closes |
 //! | deadline | cut if busy, closed if idle | the same |
 
 use std::convert::Infallible;
@@ -230,6 +230,15 @@ async fn drive<C: GracefulConnection>(
                             goaway_grace = Some(Box::pin(tokio::time::sleep(GOAWAY_GRACE)));
                         }
                     }
+                } else if protocol != Protocol::Http2
+                    && connection.head_since().is_none()
+                    && connection.stop_awaiting_next_request()
+                {
+                    // The wait for the request a client may send after a response that
+                    // was under way at Closing is over. Not dropped blind: hyper reads
+                    // once more, bypassing the reactor (see `ConnectionIo`), and serves
+                    // a request the kernel already holds (after a freeze, the reactor
+                    // may not have seen it) or sees the end of the stream and closes.
                 } else if protocol != Protocol::Http2 || asked_to_finish {
                     // Timed out, or idle past the bound at Closing: drop it.
                     return Poll::Ready(Ok(()));
@@ -244,8 +253,9 @@ async fn drive<C: GracefulConnection>(
                 }
             }
             if !asked_to_finish && should_finish(protocol, terminus.phase(), connection) {
-                // HTTP/1: finish the response in progress with `Connection: close`, then
-                // close. HTTP/2: GOAWAY; streams already open complete.
+                // HTTP/1: finish the response in progress with `Connection: close` (its
+                // head is not written yet, see `should_finish`), then close. HTTP/2:
+                // GOAWAY; streams already open complete.
                 conn.as_mut().graceful_shutdown();
                 asked_to_finish = true;
                 if protocol == Protocol::Http2 && connection.retiring().is_some() {
