@@ -344,7 +344,7 @@ impl Terminus {
 
     /// Runs the checks of `request`, and marks startup as done when a whole startup
     /// probe passes.
-    pub(crate) async fn run_probe(&self, request: &ProbeRequest) -> Report {
+    async fn run_probe(&self, request: &ProbeRequest) -> Report {
         let report = self
             .inner
             .health

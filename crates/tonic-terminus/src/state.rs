@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use terminus_core::health::{ProbeRequest, Report};
+use terminus_core::health::ProbeRequest;
 use terminus_core::server::ServerExt;
 use terminus_core::{Phase, Terminus};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -43,14 +43,14 @@ impl HealthState {
             return ServingStatus::NotServing;
         }
         let report = match target {
-            Target::Probe(request) => self.probe(request).await,
+            Target::Probe(request) => self.terminus.probe(request).await,
             Target::Checks(request) => {
                 // A `checks` probe leaves startup and fatal errors aside: a named
                 // service is not serving before (or after) the server is.
                 if state.phase != Phase::Serving || state.fatal || state.maintenance {
                     return ServingStatus::NotServing;
                 }
-                self.probe(request).await
+                self.terminus.probe(request).await
             }
         };
         // The checks may have run across the start of a shutdown.
@@ -59,9 +59,5 @@ impl HealthState {
         } else {
             ServingStatus::NotServing
         }
-    }
-
-    async fn probe(&self, request: &ProbeRequest) -> Report {
-        self.terminus.probe(request).await
     }
 }
