@@ -27,8 +27,6 @@
 //! - `head_since`: `Release` stores, `Acquire` loads, each pairing with the other; the
 //!   `Relaxed` load in `bytes_arrived` only decides whether to store.
 //! - `requests`, `retire_reason`, `retired_at`: `Relaxed`, each said where it is used.
-//! - `response_given`: `Relaxed`; for HTTP/1, only the connection's own task stores and
-//!   loads it (HTTP/2 stream tasks store it too, but nothing reads it for HTTP/2).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -133,13 +131,6 @@ pub(crate) struct Connection {
     /// on every protocol; then, on HTTP/1 only, from the first byte of each next head
     /// (an HTTP/2 connection between streams is not waiting for a head).
     head_since: AtomicU64,
-    /// HTTP/1: the response to the request in flight has gone to hyper, so its head
-    /// may be out, and without `Connection: close` (nothing says so while Serving).
-    /// Stored when the response is given and when the next request starts, and read
-    /// at Closing, all on the connection's own task (where hyper calls the service and
-    /// polls its future), hence `Relaxed`: two plain stores per request. (HTTP/2
-    /// streams store it from their own tasks; it is never read for HTTP/2.)
-    response_given: AtomicBool,
     /// Something the task must look at: the phase changed, a request started while
     /// Closing, a timeout expired.
     attention: AtomicBool,
@@ -174,9 +165,10 @@ impl Flags {
     /// or, idle past the keep-alive timeout, once nothing is buffered; HTTP/2 gets a
     /// GOAWAY.
     const RETIRE: u8 = 64;
-    /// Closing found an HTTP/1 response under way whose head may have promised
-    /// keep-alive: once it ends, the connection waits for its client's next request
-    /// (bounded by the idle close timeout) instead of reading once and closing.
+    /// Closing found an HTTP/1 request in flight, whose response's head may already
+    /// have promised keep-alive: once it ends, the connection waits for its client's
+    /// next request (bounded by the idle close timeout) instead of reading once and
+    /// closing.
     const AWAIT_NEXT_REQUEST: u8 = 128;
 }
 
@@ -209,7 +201,6 @@ impl Connection {
             idle_since: AtomicU64::new(accepted.0),
             // The first head (or the HTTP/2 preface) is timed from the accept.
             head_since: AtomicU64::new(accepted.0),
-            response_given: AtomicBool::new(false),
             attention: AtomicBool::new(false),
             task: Mutex::new(None),
             parked: [AtomicWaker::new(), AtomicWaker::new()],
@@ -248,7 +239,6 @@ impl Connection {
     /// A request head arrived and the application is called.
     pub(crate) fn request_started(&self, upgrade: bool) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.response_given.store(false, Ordering::Relaxed);
         self.head_since.store(Tick::NONE.0, Ordering::Release);
         if upgrade {
             self.set(Flags::UPGRADE_REQUESTED);
@@ -305,7 +295,6 @@ impl Connection {
     /// `101 Switching Protocols` (or any answer with `Upgrade`) keeps its `Connection:
     /// upgrade`. One load of the flags per response while Serving.
     pub(crate) fn response_ready<B>(&self, response: &mut http::Response<B>) {
-        self.response_given.store(true, Ordering::Relaxed);
         if self.has(Flags::RETIRE | Flags::CLOSING_READ)
             && self.protocol() == Protocol::Http1
             && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -456,22 +445,18 @@ impl Connection {
     }
 
     /// Closing: the next idle read bypasses the reactor and reports end of stream when
-    /// nothing is there (see `ConnectionIo::poll_read`).
+    /// nothing is there (see `ConnectionIo::poll_read`), and every HTTP/1 response from
+    /// now on says `Connection: close` (`response_ready`). An HTTP/1 connection with a
+    /// request in flight now may have sent that response's head already, without the
+    /// header: its client, told nothing, will send its next request the moment the body
+    /// ends. Such a connection waits for that request instead
+    /// ([`awaits_next_request`](Connection::awaits_next_request)); if its response goes
+    /// out only now, it says `Connection: close` and hyper closes after it.
     pub(crate) fn close_when_empty(&self) {
         self.set(Flags::CLOSING_READ);
-    }
-
-    /// Closing, on the connection's task, with an HTTP/1 request in flight: whether its
-    /// response has gone to hyper. If it has, its head may be out without `Connection:
-    /// close`, and its client, told nothing, will send its next request the moment the
-    /// body ends: the connection is then left to wait for that request
-    /// ([`awaits_next_request`](Connection::awaits_next_request)) rather than finished.
-    pub(crate) fn await_next_request_if_response_given(&self) -> bool {
-        let given = self.response_given.load(Ordering::Relaxed);
-        if given && !self.has(Flags::AWAIT_NEXT_REQUEST) {
+        if self.protocol() == Protocol::Http1 && self.in_flight() > 0 {
             self.set(Flags::AWAIT_NEXT_REQUEST);
         }
-        given
     }
 
     /// Whether, idle at Closing, the connection reads as usual (bounded by the idle

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
 //! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
-//! | Closing, busy | finishes its response with `Connection: close`, then closes; a response already given to hyper (its head may have promised keep-alive) is not finished under it: the connection then waits up to `idle_close_timeout` for its client's next request, answered with `Connection: close` | finishes its streams, then closes |
+//! | Closing, busy | a response not yet begun says `Connection: close`, and the connection closes after it; after one whose head may already have promised keep-alive, the connection waits up to `idle_close_timeout` for its client's next request, answered with `Connection: close` | finishes its streams, then closes |
 //! | deadline | cut if busy, closed if idle | the same |
 
 use std::convert::Infallible;
@@ -253,9 +253,7 @@ async fn drive<C: GracefulConnection>(
                 }
             }
             if !asked_to_finish && should_finish(protocol, terminus.phase(), connection) {
-                // HTTP/1: finish the response in progress with `Connection: close` (its
-                // head is not written yet, see `should_finish`), then close. HTTP/2:
-                // GOAWAY; streams already open complete.
+                // HTTP/2: GOAWAY; streams already open complete.
                 conn.as_mut().graceful_shutdown();
                 asked_to_finish = true;
                 if protocol == Protocol::Http2 && connection.retiring().is_some() {
@@ -285,25 +283,16 @@ async fn drive<C: GracefulConnection>(
 /// serving, has after its GOAWAY to finish what crossed it before it is dropped idle.
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// HTTP/2 clients move to a new connection (which the balancer sends elsewhere) as soon
+/// as readiness fails, or when the connection's life is over: GOAWAY.
+///
+/// HTTP/1 is never finished from here. At Closing, and past its life while serving,
+/// each response from then on says `Connection: close` (`Connection::response_ready`)
+/// and hyper closes after it; an idle connection reads once more (see `ConnectionIo`),
+/// and one busy at Closing waits for its client's next request
+/// (`Connection::close_when_empty`). Finishing a busy one here would close right after
+/// a response whose head may have gone out without that header, into the next request
+/// its client, told nothing, sends at once.
 fn should_finish(protocol: Protocol, phase: Phase, connection: &Connection) -> bool {
-    match protocol {
-        // HTTP/2 clients move to a new connection (which the balancer sends elsewhere)
-        // as soon as readiness fails, or when the connection's life is over.
-        Protocol::Http2 => phase >= Phase::Draining || connection.retiring().is_some(),
-        // HTTP/1 at Closing: a busy connection whose response has not gone to hyper yet
-        // is finished: that response says `Connection: close`, and hyper closes after
-        // it. An idle one is left to read once more (see `ConnectionIo`): what is
-        // already there is served, and the request it starts makes it busy. One whose
-        // response has gone to hyper is not finished: that response's head may be out
-        // without `Connection: close`, and finishing now would close right after its
-        // body, into the next request its client, told nothing, sends at once. It waits
-        // for that request instead (bounded by the idle close timeout), which is then
-        // finished like any other. Past its life while serving, nothing here either:
-        // its next response says `Connection: close` (`response_ready`).
-        _ => {
-            phase >= Phase::Closing
-                && connection.in_flight() > 0
-                && !connection.await_next_request_if_response_given()
-        }
-    }
+    protocol == Protocol::Http2 && (phase >= Phase::Draining || connection.retiring().is_some())
 }
