@@ -28,6 +28,10 @@ const IDLE_COUNTS: [u32; 3] = [0, 1_000, 10_000];
 /// Requests in flight for the drain figure, and how long each takes.
 const IN_FLIGHT: usize = 1_000;
 const SLOW_MS: u64 = 500;
+/// How long the shutdown step's connections are idle before SIGTERM: past the idle close
+/// timeout's default (1 s), so that Closing closes them at once.
+const IDLE_BEFORE_SIGTERM: Duration = Duration::from_millis(1300);
+
 /// The target for SIGTERM to exit with 10,000 idle connections: at most this
 /// many times the SIGKILL floor measured in the same round.
 const SHUTDOWN_TARGET_FLOOR_RATIO: f64 = 1.10;
@@ -409,8 +413,12 @@ impl Bench {
             for (target, sigkill) in in_round_order(&runs, round) {
                 let server = self.start(target)?;
                 let idle = conns::open_idle(server.addr(), count as usize).await?;
-                // Let the server settle (allocator, connection tasks parked) before measuring.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Let the server settle (allocator, connection tasks parked) before
+                // measuring, and the connections be idle past terminus-rs's idle close
+                // timeout (1 s): at Closing, one whose response ended less than that ago
+                // is still in use, and waits for its client's next request rather than
+                // race it (docs/lifecycle.md); bare axum closes it at once either way.
+                tokio::time::sleep(IDLE_BEFORE_SIGTERM).await;
                 let rss = server.rss_kib()?;
                 let exit = tokio::task::spawn_blocking(move || {
                     if sigkill {

@@ -22,8 +22,10 @@
 //! - `in_flight`: `SeqCst` increments (on the connection's task, where hyper calls the
 //!   service) and decrements (wherever the response body ends: another task for an
 //!   HTTP/2 stream), and `SeqCst` loads, so that the sweep and the cut see one order of
-//!   requests starting and ending; `request_ended` then stores `idle_since` (`Release`),
-//!   which the sweep reads (`Acquire`) after seeing zero in flight.
+//!   requests starting and ending. `request_ended` stores `idle_since` (`Release`)
+//!   *before* its decrement: a reader that sees zero in flight (the sweep, Closing's
+//!   `close_when_empty`) then reads (`Acquire`) the end of the last response, never the
+//!   one before it.
 //! - `head_since`: `Release` stores, `Acquire` loads, each pairing with the other; the
 //!   `Relaxed` load in `bytes_arrived` only decides whether to store.
 //! - `requests`, `retire_reason`, `retired_at`: `Relaxed`, each said where it is used.
@@ -165,10 +167,10 @@ impl Flags {
     /// or, idle past the keep-alive timeout, once nothing is buffered; HTTP/2 gets a
     /// GOAWAY.
     const RETIRE: u8 = 64;
-    /// Closing found an HTTP/1 request in flight, whose response's head may already
-    /// have promised keep-alive: once it ends, the connection waits for its client's
-    /// next request (bounded by the idle close timeout) instead of reading once and
-    /// closing.
+    /// Closing found an HTTP/1 connection in use (a request in flight, or a response
+    /// that ended less than the idle close timeout ago): its client, told nothing, may
+    /// send its next request at any moment, so the connection waits for it (until idle
+    /// for the idle close timeout) instead of reading once and closing.
     const AWAIT_NEXT_REQUEST: u8 = 128;
 }
 
@@ -344,14 +346,16 @@ impl Connection {
     /// A response ended (or was dropped). Nobody needs waking: at Closing, hyper closes
     /// an HTTP/1 connection after a response that said `Connection: close` by itself,
     /// and the sweep times the idle bound of the rest (a connection waiting for its
-    /// client's next request among them) from `idle_since`.
+    /// client's next request among them) from `idle_since`. Stored before the
+    /// decrement, for every response (one plain store): whoever sees nothing in flight
+    /// then sees when the last response ended (see the module docs).
     pub(crate) fn request_ended(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle_since.store(self.clock.now().0, Ordering::Release);
-        }
+        self.idle_since.store(self.clock.now().0, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// When the connection last had nothing in flight.
+    /// When the last response ended (the accept, before any request): read while
+    /// nothing is in flight, when the connection last fell idle.
     pub(crate) fn idle_since(&self) -> Tick {
         Tick(self.idle_since.load(Ordering::Acquire))
     }
@@ -446,17 +450,29 @@ impl Connection {
 
     /// Closing: the next idle read bypasses the reactor and reports end of stream when
     /// nothing is there (see `ConnectionIo::poll_read`), and every HTTP/1 response from
-    /// now on says `Connection: close` (`response_ready`). An HTTP/1 connection with a
-    /// request in flight now may have sent that response's head already, without the
-    /// header: its client, told nothing, will send its next request the moment the body
-    /// ends. Such a connection waits for that request instead
-    /// ([`awaits_next_request`](Connection::awaits_next_request)); if its response goes
-    /// out only now, it says `Connection: close` and hyper closes after it.
-    pub(crate) fn close_when_empty(&self) {
-        self.set(Flags::CLOSING_READ);
-        if self.protocol() == Protocol::Http1 && self.in_flight() > 0 {
-            self.set(Flags::AWAIT_NEXT_REQUEST);
-        }
+    /// now on says `Connection: close` (`response_ready`).
+    ///
+    /// Except on an HTTP/1 connection in use: a request in flight (its response's head
+    /// may have gone out already, without the header), or a response that ended less
+    /// than `idle_close` ago. Its client, told nothing, sends its next request whenever
+    /// it likes: closing now would race it, and a request written as the connection
+    /// closes is lost (an active keep-alive client sends every few milliseconds). Such a
+    /// connection waits for that request instead, until idle for `idle_close`
+    /// ([`awaits_next_request`](Connection::awaits_next_request)); the request is
+    /// answered with `Connection: close`, and the client moves on. One idle longer than
+    /// that (its client sends rarely, if ever) reads once and closes.
+    pub(crate) fn close_when_empty(&self, idle_close: std::time::Duration) {
+        // In flight first: once it reads zero, `idle_since` holds the last response's end.
+        let in_use = self.protocol() == Protocol::Http1
+            && (self.in_flight() > 0 || self.clock.since(self.idle_since()) < idle_close);
+        // Both bits in one write: the connection's task, reading on another worker, must
+        // never see Closing without the wait and read its last read too early.
+        let flags = if in_use {
+            Flags::CLOSING_READ | Flags::AWAIT_NEXT_REQUEST
+        } else {
+            Flags::CLOSING_READ
+        };
+        self.set(flags);
     }
 
     /// Whether, idle at Closing, the connection reads as usual (bounded by the idle

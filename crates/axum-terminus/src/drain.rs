@@ -30,6 +30,10 @@ use crate::lock;
 pub(crate) struct ServerDrain {
     pub(crate) registry: Arc<Registry>,
     pub(crate) accepting: JoinSet<()>,
+    /// The server's clock, read afresh at Closing (see [`Registry::close_all`]).
+    pub(crate) clock: Arc<Clock>,
+    /// The idle close timeout.
+    pub(crate) idle_close: Duration,
     #[cfg(all(feature = "upgrade", unix))]
     pub(crate) upgrade: crate::upgrade::Running,
 }
@@ -45,7 +49,9 @@ impl Drain for ServerDrain {
 
     fn close(&mut self) {
         // The accept loops saw the phase and close their listeners; connections finish.
-        self.registry.close_all();
+        // How long each has been idle is read against the time now, not the last tick.
+        self.clock.advance();
+        self.registry.close_all(self.idle_close);
     }
 
     async fn closed(&mut self) {
@@ -125,10 +131,11 @@ pub(crate) fn close_listener<L: TerminusListener>(
     tracing::info!(target: "terminus", listener = %name, taken_at_close = count, "listener closed");
 }
 
-/// From Closing on, the sweep's bound on a connection with nothing in flight (an HTTP/2
-/// peer that never acknowledges the GOAWAY, half a request head, an HTTP/1 connection
-/// waiting for the request its client may send after a response that was under way at
-/// Closing): closed once idle for `idle_close` since Closing began or since its last
+/// From Closing on, the sweep's bound on a connection with nothing in flight: closed
+/// once idle for `idle_close`. An HTTP/1 connection between requests that waits for its
+/// client's next one counts from its last response (it was in use until then); the
+/// rest (an HTTP/2 peer that never acknowledges the GOAWAY, half a request head, a new
+/// connection that has not sent its first request) from Closing or their last
 /// response, whichever is later.
 pub(crate) fn close_if_idle_too_long(
     connection: &Connection,
@@ -136,7 +143,11 @@ pub(crate) fn close_if_idle_too_long(
     closing_since: Tick,
     idle_close: Duration,
 ) {
-    let idle_from = closing_since.max(connection.idle_since());
+    let idle_from = if connection.awaits_next_request() && connection.head_since().is_none() {
+        connection.idle_since()
+    } else {
+        closing_since.max(connection.idle_since())
+    };
     if !connection.is_busy() && clock.since(idle_from) >= idle_close && !connection.is_expired() {
         connection.expire();
     }
@@ -201,10 +212,12 @@ impl Registry {
     }
 
     /// Closing: every connection finishes what it is doing and closes; an idle one
-    /// reads once more, bypassing the reactor (see `ConnectionIo`).
-    pub(crate) fn close_all(&self) {
+    /// reads once more, bypassing the reactor (see `ConnectionIo`), unless it is an
+    /// HTTP/1 connection still in use, which waits for its client's next request
+    /// (`Connection::close_when_empty`).
+    pub(crate) fn close_all(&self, idle_close: Duration) {
         for connection in lock(&self.connections).values() {
-            connection.close_when_empty();
+            connection.close_when_empty(idle_close);
             connection.notify();
         }
     }

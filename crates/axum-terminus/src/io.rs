@@ -28,7 +28,9 @@ pin_project! {
     ///   is served; if nothing is, the read reports end of stream and hyper closes the
     ///   connection. A connection that has not sent its first byte yet is not idle: its
     ///   client has just connected to send a request, and would not send it again on a
-    ///   new connection. It reads as usual, bounded by `idle_close_timeout`.
+    ///   new connection. Nor is one still in use (a response ended less than
+    ///   `idle_close_timeout` ago): its client may be writing its next request as the
+    ///   connection closes. Both read as usual, bounded by `idle_close_timeout`.
     /// - When the drain deadline cuts the connection, every read and write fails from
     ///   then on, and a task waiting on an upgraded socket is woken to see it.
     pub(crate) struct ConnectionIo<I> {
@@ -93,8 +95,8 @@ impl<I: AsyncRead> AsyncRead for ConnectionIo<I> {
                 return Poll::Ready(Err(cut_error()));
             }
             // Closing, and between HTTP/1 requests with nothing in flight. (Before the
-            // first byte, in the middle of a request head, or after a response that was
-            // under way at Closing (see `should_finish`), the connection waits for its
+            // first byte, in the middle of a request head, or while still in use at
+            // Closing (see `Connection::close_when_empty`), the connection waits for its
             // request, bounded by `idle_close_timeout`. An idle HTTP/2 connection is
             // left to that bound too: end of stream could drop response frames hyper has
             // not written.)

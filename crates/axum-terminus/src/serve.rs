@@ -470,6 +470,7 @@ impl Server {
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
             limits,
+            idle_close: timeouts.idle_close,
             #[cfg(all(feature = "upgrade", unix))]
             accept_gate: upgrade.gate.clone(),
         });
@@ -484,7 +485,7 @@ impl Server {
         }
         // Aborted when `run` returns, or when its future is dropped before that.
         let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timeouts::sweep(
-            clock,
+            Arc::clone(&clock),
             Arc::clone(&registry),
             terminus.clone(),
             timeouts,
@@ -494,6 +495,8 @@ impl Server {
             .run(ServerDrain {
                 registry,
                 accepting,
+                clock,
+                idle_close: timeouts.idle_close,
                 #[cfg(all(feature = "upgrade", unix))]
                 upgrade,
             })

@@ -6,7 +6,7 @@
 //! | phase | HTTP/1 | HTTP/2 |
 //! |---|---|---|
 //! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
-//! | Closing, idle | reads the socket once: a request already there is served, with `Connection: close`; else closed. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
+//! | Closing, idle | idle for `idle_close_timeout` already: reads the socket once (a request already there is served, with `Connection: close`), else closed. In use (its last response ended less than that ago): waits for its client's next request until idle that long, answers it with `Connection: close`, then reads once more. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
 //! | Closing, busy | a response not yet begun says `Connection: close`, and the connection closes after it; after one whose head may already have promised keep-alive, the connection waits up to `idle_close_timeout` for its client's next request, answered with `Connection: close` | finishes its streams, then closes |
 //! | deadline | cut if busy, closed if idle | the same |
 
@@ -289,7 +289,7 @@ const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// HTTP/1 is never finished from here. At Closing, and past its life while serving,
 /// each response from then on says `Connection: close` (`Connection::response_ready`)
 /// and hyper closes after it; an idle connection reads once more (see `ConnectionIo`),
-/// and one busy at Closing waits for its client's next request
+/// and one in use at Closing waits for its client's next request
 /// (`Connection::close_when_empty`). Finishing a busy one here would close right after
 /// a response whose head may have gone out without that header, into the next request
 /// its client, told nothing, sends at once.

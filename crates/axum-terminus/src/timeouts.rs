@@ -22,7 +22,7 @@ pub(crate) struct Timeouts {
     pub(crate) header_read: Option<Duration>,
     /// From Closing on, how long a connection with nothing in flight may stay open
     /// (an HTTP/2 peer that never acknowledges the GOAWAY, half a request head, an
-    /// HTTP/1 client whose response was under way at Closing and which may send one more
+    /// HTTP/1 connection still in use at Closing, whose client may send one more
     /// request).
     pub(crate) idle_close: Duration,
     /// While serving, how long a connection may sit between requests.
