@@ -647,7 +647,13 @@ async fn keep_alive_clients_across_closing(
     use axum::routing::get;
 
     const CLIENTS: usize = 8;
-    let terminus = Terminus::builder().drain_delay(Duration::ZERO).build().unwrap();
+    // Longer than the default (1 s): a client stalled between two requests on this
+    // loaded machine still finds its connection waiting.
+    let terminus = Terminus::builder()
+        .drain_delay(Duration::ZERO)
+        .idle_close_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let app = TerminusLayer::new(&terminus).layer(
         axum::Router::new()
             .route("/", get(|| async { "abc" }))

@@ -53,6 +53,12 @@ impl Clock {
         Duration::from_millis(now.saturating_sub(then.0))
     }
 
+    /// Sets the tick: tests of what is decided at a given time.
+    #[cfg(test)]
+    pub(crate) fn set(&self, now: Tick) {
+        self.now.store(now.0, Ordering::Relaxed);
+    }
+
     /// Reads the system clock into the tick (the sweep does, once per resolution).
     pub(crate) fn advance(&self) -> Tick {
         let now = self.started.elapsed().as_millis() as u64;

@@ -16,7 +16,11 @@
 //! - `flags`: set with `AcqRel` read-modify-writes (`set`, `retire`, the write-blocked
 //!   bit) and read with `Acquire` (`has`, `is_upgraded`): a reader that sees a bit sees
 //!   what its setter did before setting it. (The retire reason and time are stored after
-//!   the bit, `Relaxed`: a reader may see the bit before them, see `retire`.)
+//!   the bit, `Relaxed`: a reader may see the bit before them, see `retire`.) One pair is
+//!   `SeqCst` on both sides: Closing's bits (`close_when_empty`) then a load of
+//!   `in_flight`, against a request's increment then `response_ready`'s load of the
+//!   bits, so that a request starting as Closing begins is either seen in flight or
+//!   answered with `Connection: close`.
 //! - `protocol`: stored once with `Release` when the protocol is known, read with
 //!   `Acquire`; it publishes nothing else.
 //! - `in_flight`: `SeqCst` increments (on the connection's task, where hyper calls the
@@ -126,7 +130,7 @@ pub(crate) struct Connection {
     flags: AtomicU8,
     /// Requests whose response has not ended yet.
     in_flight: AtomicUsize,
-    /// When `in_flight` last fell to zero (the accept, before any request).
+    /// When the last response ended (the accept, before any request).
     idle_since: AtomicU64,
     /// When the request head now arriving began, or [`Tick::NONE`] between requests:
     /// the header-read timeout runs from it. From the accept until the first request
@@ -297,7 +301,8 @@ impl Connection {
     /// `101 Switching Protocols` (or any answer with `Upgrade`) keeps its `Connection:
     /// upgrade`. One load of the flags per response while Serving.
     pub(crate) fn response_ready<B>(&self, response: &mut http::Response<B>) {
-        if self.has(Flags::RETIRE | Flags::CLOSING_READ)
+        // `SeqCst`: pairs with `close_when_empty` (a plain load on x86 and ARM alike).
+        if self.flags.load(Ordering::SeqCst) & (Flags::RETIRE | Flags::CLOSING_READ) != 0
             && self.protocol() == Protocol::Http1
             && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
             && !response.headers().contains_key(http::header::UPGRADE)
@@ -462,17 +467,23 @@ impl Connection {
     /// answered with `Connection: close`, and the client moves on. One idle longer than
     /// that (its client sends rarely, if ever) reads once and closes.
     pub(crate) fn close_when_empty(&self, idle_close: std::time::Duration) {
+        // Both bits first, in one write, then the question, then the wait taken back if
+        // the connection is not in use. The other order (decide, then set) left a gap: a
+        // request starting in it was answered without `Connection: close` (no bit yet),
+        // and the connection then read once and closed under the client's next request.
+        // `SeqCst`, paired with `request_started`'s increment and `response_ready`'s load:
+        // either this sees the request in flight, or its response sees Closing.
+        self.flags
+            .fetch_or(Flags::CLOSING_READ | Flags::AWAIT_NEXT_REQUEST, Ordering::SeqCst);
         // In flight first: once it reads zero, `idle_since` holds the last response's end.
+        // Idle is measured on the sweep's last tick, as `idle_since` was stamped: never
+        // more than it really is, so a connection in use is never taken for idle (one
+        // idle just past the bound may wait a tick).
         let in_use = self.protocol() == Protocol::Http1
             && (self.in_flight() > 0 || self.clock.since(self.idle_since()) < idle_close);
-        // Both bits in one write: the connection's task, reading on another worker, must
-        // never see Closing without the wait and read its last read too early.
-        let flags = if in_use {
-            Flags::CLOSING_READ | Flags::AWAIT_NEXT_REQUEST
-        } else {
-            Flags::CLOSING_READ
-        };
-        self.set(flags);
+        if !in_use {
+            self.flags.fetch_and(!Flags::AWAIT_NEXT_REQUEST, Ordering::AcqRel);
+        }
     }
 
     /// Whether, idle at Closing, the connection reads as usual (bounded by the idle
@@ -568,5 +579,76 @@ impl Attention {
             self.registered = Some(waker.clone());
         }
         connection.take_attention()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const IDLE_CLOSE: Duration = Duration::from_secs(1);
+
+    /// An HTTP/1 connection at `now` ms on its server's clock, whose one response ended at
+    /// `ended` ms (`None`: a request still in flight).
+    fn http1(ended: Option<u64>, now: u64) -> Connection {
+        let clock = Arc::new(Clock::new(Duration::from_millis(250)));
+        let connection = Connection::new(
+            Terminus::builder().build().unwrap(),
+            Peer::Named("test".into()),
+            Arc::clone(&clock),
+            false,
+            Limits::default(),
+        );
+        connection.set_protocol(Protocol::Http1);
+        connection.request_started(false);
+        if let Some(ended) = ended {
+            clock.set(Tick(ended));
+            connection.request_ended();
+        }
+        clock.set(Tick(now));
+        connection
+    }
+
+    #[test]
+    fn at_closing_a_connection_in_use_waits_for_its_next_request_and_one_idle_past_the_bound_does_not() {
+        let cases = [
+            ("a request in flight", http1(None, 5_000), true),
+            ("a response ended just now", http1(Some(5_000), 5_000), true),
+            ("a response ended 999 ms ago", http1(Some(4_001), 5_000), true),
+            ("idle for the bound", http1(Some(4_000), 5_000), false),
+            ("idle for 3 s", http1(Some(2_000), 5_000), false),
+        ];
+        for (what, connection, waits) in cases {
+            connection.close_when_empty(IDLE_CLOSE);
+            assert!(connection.closes_when_idle(), "{what}: Closing is set");
+            assert_eq!(connection.awaits_next_request(), waits, "{what}");
+        }
+    }
+
+    #[test]
+    fn at_closing_an_http2_connection_never_waits_for_a_next_request() {
+        let connection = http1(Some(5_000), 5_000);
+        connection.set_protocol(Protocol::Http2);
+        connection.close_when_empty(IDLE_CLOSE);
+        assert!(connection.closes_when_idle());
+        assert!(!connection.awaits_next_request());
+    }
+
+    #[test]
+    fn the_wait_ends_one_tick_past_the_bound_counted_from_the_last_response() {
+        let connection = http1(Some(4_500), 5_000);
+        connection.close_when_empty(IDLE_CLOSE);
+        let clock = Arc::clone(&connection.clock);
+        let closing = Tick(5_000);
+        // Idle 1 s by the ticks, but the response may have ended up to a tick after it
+        // was stamped: not yet.
+        clock.set(Tick(5_500));
+        crate::drain::close_if_idle_too_long(&connection, &clock, closing, IDLE_CLOSE);
+        assert!(!connection.is_expired());
+        clock.set(Tick(5_750));
+        crate::drain::close_if_idle_too_long(&connection, &clock, closing, IDLE_CLOSE);
+        assert!(connection.is_expired());
     }
 }

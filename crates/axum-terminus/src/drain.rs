@@ -30,8 +30,6 @@ use crate::lock;
 pub(crate) struct ServerDrain {
     pub(crate) registry: Arc<Registry>,
     pub(crate) accepting: JoinSet<()>,
-    /// The server's clock, read afresh at Closing (see [`Registry::close_all`]).
-    pub(crate) clock: Arc<Clock>,
     /// The idle close timeout.
     pub(crate) idle_close: Duration,
     #[cfg(all(feature = "upgrade", unix))]
@@ -49,8 +47,6 @@ impl Drain for ServerDrain {
 
     fn close(&mut self) {
         // The accept loops saw the phase and close their listeners; connections finish.
-        // How long each has been idle is read against the time now, not the last tick.
-        self.clock.advance();
         self.registry.close_all(self.idle_close);
     }
 
@@ -133,22 +129,26 @@ pub(crate) fn close_listener<L: TerminusListener>(
 
 /// From Closing on, the sweep's bound on a connection with nothing in flight: closed
 /// once idle for `idle_close`. An HTTP/1 connection between requests that waits for its
-/// client's next one counts from its last response (it was in use until then); the
-/// rest (an HTTP/2 peer that never acknowledges the GOAWAY, half a request head, a new
-/// connection that has not sent its first request) from Closing or their last
-/// response, whichever is later.
+/// client's next one counts from its last response (it was in use until then), and one
+/// more tick: `idle_since` was stamped on a tick up to one resolution before the
+/// response really ended, and the wait must not end before the bound. The rest (an
+/// HTTP/2 peer that never acknowledges the GOAWAY, half a request head, a new
+/// connection that has not sent its first request) count from Closing, their last
+/// response or the head's first byte, whichever is latest.
 pub(crate) fn close_if_idle_too_long(
     connection: &Connection,
     clock: &Clock,
     closing_since: Tick,
     idle_close: Duration,
 ) {
-    let idle_from = if connection.awaits_next_request() && connection.head_since().is_none() {
-        connection.idle_since()
+    let head_since = connection.head_since();
+    let (idle_from, bound) = if connection.awaits_next_request() && head_since.is_none() {
+        (connection.idle_since(), idle_close + clock.resolution)
     } else {
-        closing_since.max(connection.idle_since())
+        let latest = closing_since.max(connection.idle_since());
+        (head_since.map_or(latest, |head| latest.max(head)), idle_close)
     };
-    if !connection.is_busy() && clock.since(idle_from) >= idle_close && !connection.is_expired() {
+    if !connection.is_busy() && clock.since(idle_from) >= bound && !connection.is_expired() {
         connection.expire();
     }
 }

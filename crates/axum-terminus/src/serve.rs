@@ -485,7 +485,7 @@ impl Server {
         }
         // Aborted when `run` returns, or when its future is dropped before that.
         let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(timeouts::sweep(
-            Arc::clone(&clock),
+            clock,
             Arc::clone(&registry),
             terminus.clone(),
             timeouts,
@@ -495,7 +495,6 @@ impl Server {
             .run(ServerDrain {
                 registry,
                 accepting,
-                clock,
                 idle_close: timeouts.idle_close,
                 #[cfg(all(feature = "upgrade", unix))]
                 upgrade,

@@ -6,7 +6,7 @@
 //! | phase | HTTP/1 | HTTP/2 |
 //! |---|---|---|
 //! | Draining | served (the layer adds `Connection: close`) | GOAWAY; streams that cross it are served |
-//! | Closing, idle | idle for `idle_close_timeout` already: reads the socket once (a request already there is served, with `Connection: close`), else closed. In use (its last response ended less than that ago): waits for its client's next request until idle that long, answers it with `Connection: close`, then reads once more. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
+//! | Closing, idle | idle for `idle_close_timeout` already: reads the socket once (a request already there is served, with `Connection: close`), else closed. In use (its last response ended less than that ago): waits for its client's next request, answered with `Connection: close` (hyper then closes); if none comes before it has been idle that long, reads once more, then closes. A new connection that has not sent a byte yet waits for its first request up to `idle_close_timeout` | closed once nothing has been in flight for `idle_close_timeout` |
 //! | Closing, busy | a response not yet begun says `Connection: close`, and the connection closes after it; after one whose head may already have promised keep-alive, the connection waits up to `idle_close_timeout` for its client's next request, answered with `Connection: close` | finishes its streams, then closes |
 //! | deadline | cut if busy, closed if idle | the same |
 
@@ -234,11 +234,14 @@ async fn drive<C: GracefulConnection>(
                     && connection.head_since().is_none()
                     && connection.stop_awaiting_next_request()
                 {
-                    // The wait for the request a client may send after a response that
-                    // was under way at Closing is over. Not dropped blind: hyper reads
-                    // once more, bypassing the reactor (see `ConnectionIo`), and serves
-                    // a request the kernel already holds (after a freeze, the reactor
-                    // may not have seen it) or sees the end of the stream and closes.
+                    // The wait for the next request of a connection in use at Closing is
+                    // over. Not dropped blind: hyper reads once more, bypassing the
+                    // reactor (see `ConnectionIo`), and serves a request the kernel
+                    // already holds (after a freeze, the reactor may not have seen it)
+                    // or sees the end of the stream and closes. The expiry is taken
+                    // back: if that read finds only the start of a head, the sweep's
+                    // bounds apply to it again, rather than leave it to the deadline.
+                    connection.unexpire();
                 } else if protocol != Protocol::Http2 || asked_to_finish {
                     // Timed out, or idle past the bound at Closing: drop it.
                     return Poll::Ready(Ok(()));

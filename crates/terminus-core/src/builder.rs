@@ -120,7 +120,9 @@ impl Builder {
 
     /// From Closing on, how long a connection with nothing in flight may stay open
     /// before it is closed: an HTTP/2 peer that never acknowledges the GOAWAY, half a
-    /// request head, a new connection that has not sent its request yet. Closed, not
+    /// request head, a new connection that has not sent its request yet, an HTTP/1
+    /// keep-alive connection still in use (its last response ended less than this ago),
+    /// which waits for its client's next request rather than close under it. Closed, not
     /// cut. Default 1 s. `TERMINUS_IDLE_CLOSE_TIMEOUT`.
     pub fn idle_close_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_close_timeout = timeout;

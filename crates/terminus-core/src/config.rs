@@ -144,8 +144,10 @@ impl Config {
         self.header_read_timeout
     }
 
-    /// From Closing on, how long a connection with nothing in flight may stay open.
-    /// Default 1 s. Enforced by servers such as `axum-terminus`'s.
+    /// From Closing on, how long a connection with nothing in flight may stay open; an
+    /// HTTP/1 keep-alive connection whose last response ended less than this ago waits
+    /// for its client's next request. Default 1 s. Enforced by servers such as
+    /// `axum-terminus`'s.
     pub fn idle_close_timeout(&self) -> Duration {
         self.idle_close_timeout
     }
