@@ -25,10 +25,8 @@ pub(crate) struct ServerParts {
     pub(crate) settings: Arc<Settings>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) clock: Arc<Clock>,
-    /// The bounds on each connection's life while serving.
+    /// The bounds on each connection's life.
     pub(crate) limits: Limits,
-    /// From Closing on, how long a connection with nothing in flight stays open.
-    pub(crate) idle_close: std::time::Duration,
     /// In an upgrade's successor, closed until it is ready.
     #[cfg(all(feature = "upgrade", unix))]
     pub(crate) accept_gate: crate::upgrade::AcceptGate,
@@ -126,7 +124,7 @@ fn spawn<L, S, B>(
     // Registered before this read: if Closing began meanwhile, either the registry's
     // notice reached this connection or this read sees the phase (both take the lock).
     if server.settings.terminus.phase() >= Phase::Closing {
-        connection.close_when_empty(server.idle_close);
+        connection.close_when_empty();
     }
     let io = ConnectionIo::new::<L>(io, Arc::clone(&connection), registered);
     let task = tokio::spawn(serve_connection(

@@ -98,12 +98,15 @@ impl Retire {
     }
 }
 
-/// The bounds on a connection's life while serving, the same for every connection of a
-/// server.
+/// The bounds on a connection's life, the same for every connection of a server.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Limits {
+    /// While serving: its maximum age.
     pub(crate) max_age: Option<std::time::Duration>,
+    /// While serving: the most requests it may carry.
     pub(crate) max_requests: Option<u64>,
+    /// From Closing on: how long it may stay open with nothing in flight.
+    pub(crate) idle_close: std::time::Duration,
 }
 
 /// One connection's shared state.
@@ -117,6 +120,8 @@ pub(crate) struct Connection {
     max_age_at: Tick,
     /// The most requests it may begin, or `u64::MAX`.
     max_requests: u64,
+    /// From Closing on, how long it may stay open with nothing in flight.
+    pub(crate) idle_close: std::time::Duration,
     /// Requests begun on it.
     requests: AtomicU64,
     /// [`Retire`] as a byte (0: not retiring); set once, with [`Flags::RETIRE`].
@@ -196,6 +201,7 @@ impl Connection {
             admin,
             max_age_at,
             max_requests: limits.max_requests.unwrap_or(u64::MAX),
+            idle_close: limits.idle_close,
             requests: AtomicU64::new(0),
             retire_reason: AtomicU8::new(0),
             retired_at: AtomicU64::new(Tick::NONE.0),
@@ -459,14 +465,14 @@ impl Connection {
     ///
     /// Except on an HTTP/1 connection in use: a request in flight (its response's head
     /// may have gone out already, without the header), or a response that ended less
-    /// than `idle_close` ago. Its client, told nothing, sends its next request whenever
-    /// it likes: closing now would race it, and a request written as the connection
-    /// closes is lost (an active keep-alive client sends every few milliseconds). Such a
-    /// connection waits for that request instead, until idle for `idle_close`
-    /// ([`awaits_next_request`](Connection::awaits_next_request)); the request is
-    /// answered with `Connection: close`, and the client moves on. One idle longer than
-    /// that (its client sends rarely, if ever) reads once and closes.
-    pub(crate) fn close_when_empty(&self, idle_close: std::time::Duration) {
+    /// than its idle close timeout ago. Its client, told nothing, sends its next request
+    /// whenever it likes: closing now would race it, and a request written as the
+    /// connection closes is lost (an active keep-alive client sends every few
+    /// milliseconds). Such a connection waits for that request instead, until idle for
+    /// that long ([`awaits_next_request`](Connection::awaits_next_request)); the request
+    /// is answered with `Connection: close`, and the client moves on. One idle longer
+    /// than that (its client sends rarely, if ever) reads once and closes.
+    pub(crate) fn close_when_empty(&self) {
         // Both bits first, in one write, then the question, then the wait taken back if
         // the connection is not in use. The other order (decide, then set) left a gap: a
         // request starting in it was answered without `Connection: close` (no bit yet),
@@ -480,7 +486,7 @@ impl Connection {
         // more than it really is, so a connection in use is never taken for idle (one
         // idle just past the bound may wait a tick).
         let in_use = self.protocol() == Protocol::Http1
-            && (self.in_flight() > 0 || self.clock.since(self.idle_since()) < idle_close);
+            && (self.in_flight() > 0 || self.clock.since(self.idle_since()) < self.idle_close);
         if !in_use {
             self.flags.fetch_and(!Flags::AWAIT_NEXT_REQUEST, Ordering::AcqRel);
         }
@@ -599,7 +605,10 @@ mod tests {
             Peer::Named("test".into()),
             Arc::clone(&clock),
             false,
-            Limits::default(),
+            Limits {
+                idle_close: IDLE_CLOSE,
+                ..Limits::default()
+            },
         );
         connection.set_protocol(Protocol::Http1);
         connection.request_started(false);
@@ -621,7 +630,7 @@ mod tests {
             ("idle for 3 s", http1(Some(2_000), 5_000), false),
         ];
         for (what, connection, waits) in cases {
-            connection.close_when_empty(IDLE_CLOSE);
+            connection.close_when_empty();
             assert!(connection.closes_when_idle(), "{what}: Closing is set");
             assert_eq!(connection.awaits_next_request(), waits, "{what}");
         }
@@ -631,7 +640,7 @@ mod tests {
     fn at_closing_an_http2_connection_never_waits_for_a_next_request() {
         let connection = http1(Some(5_000), 5_000);
         connection.set_protocol(Protocol::Http2);
-        connection.close_when_empty(IDLE_CLOSE);
+        connection.close_when_empty();
         assert!(connection.closes_when_idle());
         assert!(!connection.awaits_next_request());
     }
@@ -639,16 +648,16 @@ mod tests {
     #[test]
     fn the_wait_ends_one_tick_past_the_bound_counted_from_the_last_response() {
         let connection = http1(Some(4_500), 5_000);
-        connection.close_when_empty(IDLE_CLOSE);
+        connection.close_when_empty();
         let clock = Arc::clone(&connection.clock);
         let closing = Tick(5_000);
         // Idle 1 s by the ticks, but the response may have ended up to a tick after it
         // was stamped: not yet.
         clock.set(Tick(5_500));
-        crate::drain::close_if_idle_too_long(&connection, &clock, closing, IDLE_CLOSE);
+        crate::drain::close_if_idle_too_long(&connection, &clock, closing);
         assert!(!connection.is_expired());
         clock.set(Tick(5_750));
-        crate::drain::close_if_idle_too_long(&connection, &clock, closing, IDLE_CLOSE);
+        crate::drain::close_if_idle_too_long(&connection, &clock, closing);
         assert!(connection.is_expired());
     }
 }

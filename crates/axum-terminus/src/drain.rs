@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use terminus_core::{Drain, ShutdownReason, Terminus};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -30,8 +29,6 @@ use crate::lock;
 pub(crate) struct ServerDrain {
     pub(crate) registry: Arc<Registry>,
     pub(crate) accepting: JoinSet<()>,
-    /// The idle close timeout.
-    pub(crate) idle_close: Duration,
     #[cfg(all(feature = "upgrade", unix))]
     pub(crate) upgrade: crate::upgrade::Running,
 }
@@ -47,7 +44,7 @@ impl Drain for ServerDrain {
 
     fn close(&mut self) {
         // The accept loops saw the phase and close their listeners; connections finish.
-        self.registry.close_all(self.idle_close);
+        self.registry.close_all();
     }
 
     async fn closed(&mut self) {
@@ -128,19 +125,15 @@ pub(crate) fn close_listener<L: TerminusListener>(
 }
 
 /// From Closing on, the sweep's bound on a connection with nothing in flight: closed
-/// once idle for `idle_close`. An HTTP/1 connection between requests that waits for its
-/// client's next one counts from its last response (it was in use until then), and one
-/// more tick: `idle_since` was stamped on a tick up to one resolution before the
+/// once idle for its idle close timeout. An HTTP/1 connection between requests that
+/// waits for its client's next one counts from its last response (it was in use until
+/// then), and one more tick: `idle_since` was stamped on a tick up to one resolution before the
 /// response really ended, and the wait must not end before the bound. The rest (an
 /// HTTP/2 peer that never acknowledges the GOAWAY, half a request head, a new
 /// connection that has not sent its first request) count from Closing, their last
 /// response or the head's first byte, whichever is latest.
-pub(crate) fn close_if_idle_too_long(
-    connection: &Connection,
-    clock: &Clock,
-    closing_since: Tick,
-    idle_close: Duration,
-) {
+pub(crate) fn close_if_idle_too_long(connection: &Connection, clock: &Clock, closing_since: Tick) {
+    let idle_close = connection.idle_close;
     let head_since = connection.head_since();
     let (idle_from, bound) = if connection.awaits_next_request() && head_since.is_none() {
         (connection.idle_since(), idle_close + clock.resolution)
@@ -215,9 +208,9 @@ impl Registry {
     /// reads once more, bypassing the reactor (see `ConnectionIo`), unless it is an
     /// HTTP/1 connection still in use, which waits for its client's next request
     /// (`Connection::close_when_empty`).
-    pub(crate) fn close_all(&self, idle_close: Duration) {
+    pub(crate) fn close_all(&self) {
         for connection in lock(&self.connections).values() {
-            connection.close_when_empty(idle_close);
+            connection.close_when_empty();
             connection.notify();
         }
     }

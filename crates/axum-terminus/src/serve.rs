@@ -454,6 +454,7 @@ impl Server {
         let limits = Limits {
             max_age: config.max_connection_age(),
             max_requests: config.max_requests_per_connection(),
+            idle_close: timeouts.idle_close,
         };
         let clock = Arc::new(Clock::new(timeouts.resolution()));
         let registry = Arc::new(Registry::default());
@@ -470,7 +471,6 @@ impl Server {
             registry: Arc::clone(&registry),
             clock: Arc::clone(&clock),
             limits,
-            idle_close: timeouts.idle_close,
             #[cfg(all(feature = "upgrade", unix))]
             accept_gate: upgrade.gate.clone(),
         });
@@ -495,7 +495,6 @@ impl Server {
             .run(ServerDrain {
                 registry,
                 accepting,
-                idle_close: timeouts.idle_close,
                 #[cfg(all(feature = "upgrade", unix))]
                 upgrade,
             })

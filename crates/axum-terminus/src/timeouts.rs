@@ -109,7 +109,7 @@ pub(crate) async fn sweep(
                 bound_life(connection, &clock, now, &timeouts);
             }
             if let Some(closing) = closing_since {
-                close_if_idle_too_long(connection, &clock, closing, timeouts.idle_close);
+                close_if_idle_too_long(connection, &clock, closing);
             }
         });
     }
